@@ -1,0 +1,148 @@
+"""The dataset zip: ``<split>/<Class>/<file>.png`` members plus ``index.json`` describing them.
+
+The index is the single place where class names live for a dataset: the DataModule reads them from here,
+the model stores them in its checkpoint, and the service reads them from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+INDEX_NAME = "index.json"
+FORMAT = "pokedex-zip/1"
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """A dataset zip that cannot be used; the message names the file or member and what to do."""
+
+
+@dataclass(frozen=True)
+class Member:
+    path: str  # member name inside the zip
+    split: str
+    label: int
+    source: str  # the animation / original file it came from; never spans two splits
+    sha256: str
+
+
+@dataclass
+class DatasetIndex:
+    classes: list[str]
+    members: list[Member]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Member]:
+        return [m for m in self.members if m.split == name]
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(m.split for m in self.members)
+        return {s: counts.get(s, 0) for s in SPLITS}
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "classes": self.classes,
+                "meta": self.meta,
+                "members": [asdict(m) for m in self.members],
+            },
+            indent=1,
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, *, origin: str = INDEX_NAME) -> DatasetIndex:
+        try:
+            data = json.loads(text)
+            if data.get("format") != FORMAT:
+                raise DatasetError(f"{origin}: unknown index format {data.get('format')!r}, expected {FORMAT!r}")
+            members = [Member(**m) for m in data["members"]]
+            return cls(classes=list(data["classes"]), members=members, meta=dict(data.get("meta", {})))
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise DatasetError(f"{origin}: malformed dataset index ({exc}); re-run `python -m pokedex.prepare`") from exc
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to be written: encoded PNG bytes and where it belongs."""
+
+    class_name: str
+    split: str
+    filename: str
+    source: str
+    png: bytes
+
+
+def member_path(split: str, class_name: str, filename: str) -> str:
+    return f"{split}/{class_name}/{filename}"
+
+
+def read_index(zip_path: str | os.PathLike) -> DatasetIndex:
+    path = Path(zip_path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset zip not found; run `python -m pokedex.prepare` to create it")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            text = zf.read(INDEX_NAME).decode("utf-8")
+    except KeyError as exc:
+        raise DatasetError(f"{path}: has no {INDEX_NAME}; build it with `python -m pokedex.prepare data=zip`") from exc
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{path}: not a valid zip file ({exc})") from exc
+    return DatasetIndex.from_json(text, origin=f"{path}:{INDEX_NAME}")
+
+
+def write_dataset_zip(
+    out_path: str | os.PathLike, classes: list[str], samples: Iterable[Sample], meta: dict[str, Any]
+) -> DatasetIndex:
+    """Write samples and their index to ``out_path`` atomically: a crash never leaves a half-written zip."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    label_of = {name: i for i, name in enumerate(classes)}
+    members: list[Member] = []
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        # PNG is already deflated: storing avoids paying for a second compression on every read.
+        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
+            for sample in samples:
+                name = member_path(sample.split, sample.class_name, sample.filename)
+                zf.writestr(name, sample.png)
+                members.append(
+                    Member(
+                        path=name,
+                        split=sample.split,
+                        label=label_of[sample.class_name],
+                        source=sample.source,
+                        sha256=hashlib.sha256(sample.png).hexdigest(),
+                    )
+                )
+            index = DatasetIndex(classes=list(classes), members=members, meta=meta)
+            zf.writestr(INDEX_NAME, index.to_json())
+        os.replace(tmp_name, out)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return index
+
+
+def iter_members(zip_path: str | os.PathLike) -> Iterator[zipfile.ZipInfo]:
+    with zipfile.ZipFile(zip_path) as zf:
+        yield from zf.infolist()
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

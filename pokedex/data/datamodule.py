@@ -1,0 +1,165 @@
+"""The LightningDataModule: datasets over the dataset zip, loaders, and batch augmentation on the device."""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pokedex.augment import BatchAugment
+from pokedex.data.archive import DatasetError, DatasetIndex, read_index
+from pokedex.data.sources import DataSource, ensure_dataset
+from pokedex.preprocess import bytes_to_array
+
+log = logging.getLogger(__name__)
+
+
+class ZipImageDataset(Dataset):
+    """Streams PNG members straight out of the zip; returns (uint8 RGBA tensor 4×S×S, label).
+
+    The ``ZipFile`` handle is opened lazily and re-opened when the process id changes, so each DataLoader
+    worker gets its own handle whether workers are forked or spawned (a shared handle would corrupt reads).
+    """
+
+    def __init__(self, zip_path: str | os.PathLike, members: Sequence[tuple[str, int]], image_size: int) -> None:
+        self.zip_path = str(zip_path)
+        self.members = list(members)
+        self.image_size = image_size
+        self._zip: zipfile.ZipFile | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def _handle(self) -> zipfile.ZipFile:
+        if self._zip is None or self._pid != os.getpid():
+            self._zip = zipfile.ZipFile(self.zip_path)
+            self._pid = os.getpid()
+        return self._zip
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        name, label = self.members[i]
+        data = self._handle().read(name)
+        array = bytes_to_array(data, self.image_size, name=f"{self.zip_path}:{name}")
+        return torch.from_numpy(array), label
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_zip"], state["_pid"] = None, None  # handles never cross process boundaries
+        return state
+
+
+class PokedexDataModule(L.LightningDataModule):
+    """Builds the dataset zip if needed (``prepare_data``), then serves uint8 batches.
+
+    ``path`` and ``on_bad_image`` are the user-facing options of ``data=zip``; they are consumed by
+    ``source`` in the config and only recorded here.
+    """
+
+    def __init__(
+        self,
+        zip_path: str,
+        source: DataSource | None = None,
+        image_size: int = 128,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        prefetch_factor: int | None = 4,
+        limit_classes: int | None = None,
+        augment: BatchAugment | None = None,
+        path: str | None = None,
+        on_bad_image: str = "error",
+    ) -> None:
+        super().__init__()
+        self.zip_path = Path(zip_path)
+        self.source = source
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.prefetch_factor = prefetch_factor if num_workers > 0 else None
+        self.limit_classes = limit_classes
+        self.augment = augment
+        self.user_path, self.on_bad_image = path, on_bad_image
+        self.index: DatasetIndex | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    # -- data ------------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.source is not None:
+            ensure_dataset(self.source, self.zip_path)
+        elif not self.zip_path.exists():
+            raise DatasetError(f"{self.zip_path}: dataset zip not found and no data.source configured to build it")
+
+    def load_index(self) -> DatasetIndex:
+        if self.index is None:
+            index = read_index(self.zip_path)
+            if self.limit_classes:
+                keep = self.limit_classes
+                index = DatasetIndex(index.classes[:keep], [m for m in index.members if m.label < keep], index.meta)
+            for split in ("train", "val", "test"):
+                if not index.split(split):
+                    raise DatasetError(f"{self.zip_path}: the {split!r} split is empty; rebuild with other fractions")
+            self.index = index
+        return self.index
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.load_index().classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.load_index().classes)
+
+    def make_dataset(self, split: str) -> Dataset:
+        members = [(m.path, m.label) for m in self.load_index().split(split)]
+        return ZipImageDataset(self.zip_path, members, self.image_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test"):
+            if split not in self.datasets:
+                self.datasets[split] = self.make_dataset(split)
+
+    # -- loaders ---------------------------------------------------------------------------------------
+    def _loader(self, split: str, *, shuffle: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if shuffle else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.datasets[split]) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            prefetch_factor=self.prefetch_factor,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches where they now live (the GPU, when there is one)."""
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            images, labels = batch
+            return self.augment(images), labels
+        return batch

@@ -1,0 +1,79 @@
+"""``python -m pokedex.train``: fit, then test the best checkpoint. Returns best val top-1 for sweepers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from pokedex.config import CONFIG_PATH, register_resolvers
+from pokedex.io import write_json_atomic
+
+log = logging.getLogger(__name__)
+register_resolvers()
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Each entry of a dict-shaped group (callbacks, loggers) with a ``_target_``; null entries switch off."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    model = instantiate(cfg.model, class_names=datamodule.class_names, image_size=datamodule.image_size)
+    model.resolved_config = OmegaConf.to_container(cfg, resolve=True)
+
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = [  # a learning-rate monitor has nowhere to write without a logger
+        cb for cb in _instantiate_all(cfg.get("callbacks")) if loggers or not isinstance(cb, LearningRateMonitor)
+    ]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(model.resolved_config)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    checkpoint = trainer.checkpoint_callback
+    best_path = getattr(checkpoint, "best_model_path", "") or None
+    best_val = getattr(checkpoint, "best_model_score", None)
+    fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    test_metrics: dict[str, float] = {}
+    if cfg.get("test", True) and not trainer.fast_dev_run:
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+    summary = {
+        "best_checkpoint": best_path,
+        "best_val_top1": float(best_val) if best_val is not None else fit_metrics.get("val/top1"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit": fit_metrics,
+        "test": test_metrics,
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(output_dir / "metrics.json", summary)
+        log.info("best val top-1 %.4f; test %s; outputs in %s", summary["best_val_top1"] or 0.0, test_metrics, output_dir)
+    return summary
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    if HydraConfig.initialized():
+        OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml", resolve=True)
+    summary = train(cfg)
+    return float(summary["best_val_top1"] or 0.0)
+
+
+if __name__ == "__main__":
+    main()
