@@ -36,7 +36,7 @@ class BatchAugment:
             x = self._colour(x, uniform)
         return x
 
-    def _geometry(self, x: torch.Tensor, uniform) -> torch.Tensor:  # noqa: ANN001
+    def _geometry(self, x: torch.Tensor, uniform) -> torch.Tensor:
         flip = torch.where(uniform(0.0, 1.0) < self.hflip_p, -1.0, 1.0)
         if self.scale == (1.0, 1.0) and not self.translate and not self.rotate_deg:
             return torch.where(flip.view(-1, 1, 1, 1) < 0, x.flip(-1), x)
@@ -54,7 +54,7 @@ class BatchAugment:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    def _colour(self, x: torch.Tensor, uniform) -> torch.Tensor:  # noqa: ANN001
+    def _colour(self, x: torch.Tensor, uniform) -> torch.Tensor:
         rgb, alpha = x[:, :3], x[:, 3:]
         opaque = (alpha > 0).float()
         area = opaque.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)

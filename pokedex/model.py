@@ -121,8 +121,8 @@ class PokedexClassifier(L.LightningModule):
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         acc = (logits.argmax(dim=1) == labels).float().mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels))
-        self.log("train/top1", acc, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.log("train/top1", acc, on_step=False, on_epoch=True, batch_size=len(labels), sync_dist=True)
         return loss
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
@@ -135,8 +135,8 @@ class PokedexClassifier(L.LightningModule):
         self.log_dict(metrics, prog_bar=stage == "val", on_epoch=True, batch_size=len(labels))
         return logits
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")  # logits reach callbacks that log sample predictions
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
@@ -174,3 +174,21 @@ class PokedexClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resolved_config = checkpoint.get(CHECKPOINT_KEY, {}).get("config", {})
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint without executing pickled code (``weights_only``): safe for files from elsewhere."""
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if CHECKPOINT_KEY not in checkpoint or "hyper_parameters" not in checkpoint:
+        raise ValueError(f"{path}: not a pokedex checkpoint (no {CHECKPOINT_KEY!r} metadata); train one first")
+    return checkpoint
+
+
+def load_classifier(path: str | os.PathLike) -> PokedexClassifier:
+    """A ready-to-use (eval mode, CPU) classifier from a checkpoint, without any network access."""
+    checkpoint = read_checkpoint(path)
+    hparams = {**checkpoint["hyper_parameters"], "pretrained": False, "compile": False}
+    model = PokedexClassifier(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.resolved_config = checkpoint[CHECKPOINT_KEY].get("config", {})
+    return model.eval()

@@ -112,7 +112,9 @@ def image_to_array(image: Image.Image, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def bytes_to_array(data: bytes, image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> np.ndarray:
+def bytes_to_array(
+    data: bytes, image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
+) -> np.ndarray:
     """Untrusted encoded bytes → canonical array, with every failure reported as an ``ImageError``."""
     image = open_image(data, max_pixels=max_pixels, name=name)
     try:

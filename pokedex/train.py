@@ -32,7 +32,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    model = instantiate(cfg.model, class_names=datamodule.class_names, image_size=datamodule.image_size)
+    model = instantiate(
+        cfg.model, class_names=datamodule.class_names, image_size=datamodule.image_size, _convert_="all"
+    )
     model.resolved_config = OmegaConf.to_container(cfg, resolve=True)
 
     loggers = _instantiate_all(cfg.get("logger"))
@@ -50,7 +52,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test_metrics: dict[str, float] = {}
     if cfg.get("test", True) and not trainer.fast_dev_run:
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None)
+        # Test on one device so every sample counts exactly once (a DistributedSampler pads the last batch).
+        tester = trainer
+        if trainer.world_size > 1:
+            single = {"devices": 1, "num_nodes": 1, "strategy": "auto", "logger": False, "callbacks": []}
+            tester = instantiate(cfg.trainer, **single, enable_checkpointing=False)
+        results = tester.test(model, datamodule=datamodule, ckpt_path=best_path or None)
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
     summary = {
@@ -61,9 +68,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit": fit_metrics,
         "test": test_metrics,
     }
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # with ddp_spawn this is the launching process, after the workers joined
         write_json_atomic(output_dir / "metrics.json", summary)
-        log.info("best val top-1 %.4f; test %s; outputs in %s", summary["best_val_top1"] or 0.0, test_metrics, output_dir)
+        log.info(
+            "best val top-1 %.4f; test %s; outputs in %s", summary["best_val_top1"] or 0.0, test_metrics, output_dir
+        )
     return summary
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pokedex.io import atomic_path
 
 INDEX_NAME = "index.json"
 FORMAT = "pokedex-zip/1"
@@ -69,7 +70,9 @@ class DatasetIndex:
             members = [Member(**m) for m in data["members"]]
             return cls(classes=list(data["classes"]), members=members, meta=dict(data.get("meta", {})))
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{origin}: malformed dataset index ({exc}); re-run `python -m pokedex.prepare`") from exc
+            raise DatasetError(
+                f"{origin}: malformed dataset index ({exc}); re-run `python -m pokedex.prepare`"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -105,33 +108,17 @@ def write_dataset_zip(
     out_path: str | os.PathLike, classes: list[str], samples: Iterable[Sample], meta: dict[str, Any]
 ) -> DatasetIndex:
     """Write samples and their index to ``out_path`` atomically: a crash never leaves a half-written zip."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     label_of = {name: i for i, name in enumerate(classes)}
     members: list[Member] = []
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        # PNG is already deflated: storing avoids paying for a second compression on every read.
-        with zipfile.ZipFile(tmp_name, "w", compression=zipfile.ZIP_STORED) as zf:
-            for sample in samples:
-                name = member_path(sample.split, sample.class_name, sample.filename)
-                zf.writestr(name, sample.png)
-                members.append(
-                    Member(
-                        path=name,
-                        split=sample.split,
-                        label=label_of[sample.class_name],
-                        source=sample.source,
-                        sha256=hashlib.sha256(sample.png).hexdigest(),
-                    )
-                )
-            index = DatasetIndex(classes=list(classes), members=members, meta=meta)
-            zf.writestr(INDEX_NAME, index.to_json())
-        os.replace(tmp_name, out)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # PNG is already deflated: storing avoids paying for a second compression on every read.
+    with atomic_path(out_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for sample in samples:
+            name = member_path(sample.split, sample.class_name, sample.filename)
+            zf.writestr(name, sample.png)
+            digest = hashlib.sha256(sample.png).hexdigest()
+            members.append(Member(name, sample.split, label_of[sample.class_name], sample.source, digest))
+        index = DatasetIndex(classes=list(classes), members=members, meta=meta)
+        zf.writestr(INDEX_NAME, index.to_json())
     return index
 
 
