@@ -14,6 +14,7 @@ Two halves, so the expensive half runs once:
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,12 +71,18 @@ def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str =
     if not data:
         raise ImageError(f"{name}: empty file")
     try:
-        image = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name}: {exc} (our limit is {max_pixels} pixels)") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a recognised image format") from exc
     width, height = image.size
     if width * height > max_pixels:
-        raise ImageTooLargeError(f"{name}: {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+        raise ImageTooLargeError(
+            f"{name}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
+        )
     try:
         image.seek(0)  # first frame of animations
         image.load()

@@ -104,6 +104,13 @@ def read_index(zip_path: str | os.PathLike) -> DatasetIndex:
     return DatasetIndex.from_json(text, origin=f"{path}:{INDEX_NAME}")
 
 
+def _entry(name: str) -> zipfile.ZipInfo:
+    """A member with a fixed timestamp: the same samples always give the same zip bytes."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.external_attr = 0o644 << 16
+    return info
+
+
 def write_dataset_zip(
     out_path: str | os.PathLike, classes: list[str], samples: Iterable[Sample], meta: dict[str, Any]
 ) -> DatasetIndex:
@@ -114,11 +121,11 @@ def write_dataset_zip(
     with atomic_path(out_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
         for sample in samples:
             name = member_path(sample.split, sample.class_name, sample.filename)
-            zf.writestr(name, sample.png)
+            zf.writestr(_entry(name), sample.png)
             digest = hashlib.sha256(sample.png).hexdigest()
             members.append(Member(name, sample.split, label_of[sample.class_name], sample.source, digest))
         index = DatasetIndex(classes=list(classes), members=members, meta=meta)
-        zf.writestr(INDEX_NAME, index.to_json())
+        zf.writestr(_entry(INDEX_NAME), index.to_json())
     return index
 
 
