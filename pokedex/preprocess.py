@@ -16,11 +16,13 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch stays optional: the ONNX serving image has none
+    import torch
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -66,18 +68,29 @@ class PreprocessSpec:
         )
 
 
-def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image") -> Image.Image:
-    """Open untrusted bytes, checking the pixel count from the header *before* decoding anything."""
+def open_image(
+    data: bytes,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str = "image",
+    formats: tuple[str, ...] | None = None,
+) -> Image.Image:
+    """Open untrusted bytes, checking the pixel count from the header *before* decoding anything.
+
+    ``formats`` restricts which Pillow decoders may parse the bytes (the HTTP service allows five).
+    """
     if not data:
         raise ImageError(f"{name}: empty file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own limit below
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: {exc} (our limit is {max_pixels} pixels)") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a recognised image format") from exc
+    except Exception as exc:  # a recognised format with a corrupt header: OSError, SyntaxError, struct.error...
+        raise ImageError(f"{name}: corrupt image header ({exc})") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
@@ -134,6 +147,8 @@ def bytes_to_array(
 
 def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     """uint8 (or [0, 1] float) NCHW batch → normalised float input of the backbone."""
+    import torch
+
     x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
     mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)

@@ -23,7 +23,7 @@ def sprite_overrides(fake: dict[str, Any], zip_path: Path) -> list[str]:
         f"data.source.download_dir={fake['download_dir']}",
         f"data.source.sprites_integrity='{fake['sprites_integrity']}'",
         f"data.source.names_integrity='{fake['names_integrity']}'",
-        "data.image_size=24",
+        "data.source.image_size=24",
         "data.source.frames_per_animation=2",
         "data.source.workers=1",
     ]

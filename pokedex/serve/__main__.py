@@ -1,0 +1,39 @@
+"""``python -m pokedex.serve model_path=PATH [host=127.0.0.1] [port=8000]``: run the service with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import uvicorn
+from omegaconf import DictConfig, OmegaConf
+
+from pokedex.config import CONFIG_PATH, register_resolvers
+from pokedex.serve.app import ServeSettings, create_app
+
+log = logging.getLogger("pokedex.serve")
+register_resolvers()
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="serve", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    settings = ServeSettings.from_mapping(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    if not Path(settings.model_path).is_file():
+        raise SystemExit(
+            f"serve: model_path={settings.model_path} not found. Export one with "
+            "`python -m pokedex.export ckpt_path=<best.ckpt>` or pass a .ckpt/.onnx file."
+        )
+    log.info("serving %s on http://%s:%s", settings.model_path, cfg.host, cfg.port)
+    uvicorn.run(
+        create_app(settings),
+        host=cfg.host,
+        port=int(cfg.port),
+        log_level=str(cfg.log_level),
+        access_log=bool(cfg.access_log),
+        timeout_keep_alive=int(cfg.timeout_keep_alive),
+    )
+
+
+if __name__ == "__main__":
+    main()

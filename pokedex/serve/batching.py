@@ -1,0 +1,137 @@
+"""Micro-batching: gather concurrent single-image requests into one model call, off the event loop.
+
+A model call on a batch of 8 costs less than 8 calls on one image, so requests that queue up while the model
+is busy run together (up to ``max_batch_size``). A batch only waits (up to ``max_wait_ms``) for requests known to
+be on their way (being decoded); a lone request is never delayed. The call runs in a dedicated
+one-thread executor: the event loop keeps accepting, reading and decoding other requests meanwhile, and one
+inference at a time keeps the model's own thread pool from being oversubscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+PredictFn = Callable[[np.ndarray], np.ndarray]
+BatchObserver = Callable[[int, float], None]
+
+
+class QueueFullError(RuntimeError):
+    """More requests are waiting than ``max_queue`` allows; the caller should answer 503."""
+
+
+@dataclass
+class _Pending:
+    array: np.ndarray
+    future: asyncio.Future[np.ndarray]
+
+
+class MicroBatcher:
+    """``await submit(array)`` → that array's row of the model output, computed in a shared batch."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        executor: Executor,
+        *,
+        max_batch_size: int = 16,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 1024,
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        self.predict = predict
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch
+        self.incoming = 0  # requests being read/decoded that will submit soon (see ``expect``)
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @contextlib.contextmanager
+    def expect(self) -> Iterator[None]:
+        """Mark a request that will ``submit`` soon, so a forming batch waits for it (up to ``max_wait_ms``)."""
+        self.incoming += 1
+        try:
+            yield
+        finally:
+            self.incoming -= 1
+
+    def start(self) -> None:
+        """Start the gathering loop on the running event loop (call from the app's lifespan)."""
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pokedex-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue is not None and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(RuntimeError("server is shutting down"))
+
+    async def submit(self, array: np.ndarray) -> np.ndarray:
+        if self._queue is None:
+            raise RuntimeError("MicroBatcher.start() has not been called")
+        if self._queue.qsize() >= self.max_queue:
+            raise QueueFullError(f"server busy: {self._queue.qsize()} requests already queued")
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(array, future))
+        return await future
+
+    async def _gather(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
+        batch = [await queue.get()]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            if not queue.empty():
+                batch.append(queue.get_nowait())
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.incoming == 0:  # nobody else on the way: don't make this one wait
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), remaining))
+            except TimeoutError:
+                break
+        return [p for p in batch if not p.future.done()]  # drop requests whose client went away
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = await self._gather(self._queue)
+            if batch:
+                await self._run_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending]) -> None:
+        """Run one batch; every future in it ends resolved, whatever happens (errors, cancellation)."""
+        start = time.perf_counter()
+        try:
+            stacked = np.stack([p.array for p in batch])
+            probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, stacked)
+            if self.on_batch is not None:
+                self.on_batch(len(batch), time.perf_counter() - start)
+            for p, row in zip(batch, probs, strict=True):
+                if not p.future.done():
+                    p.future.set_result(row)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RuntimeError("server is shutting down")
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise

@@ -1,0 +1,277 @@
+"""Benchmark the service (ONNX Runtime + micro-batching) against a naive baseline, on loopback only.
+
+    python scripts/bench_serve.py [--ckpt best.ckpt] [--image-size 128] [--requests 200] [--duration 20]
+
+Both servers run as separate processes on 127.0.0.1 and receive the same PNG uploads from an asyncio/httpx client
+at each concurrency level (default 1 and 16). The baseline is what one writes first: a FastAPI ``def`` endpoint
+that decodes the upload and runs the eager PyTorch model on that single image (no batching, no ONNX). Without
+``--ckpt`` a throwaway resnet18 is trained for a few batches at ``--image-size`` (accuracy is irrelevant here).
+Every scenario is bounded by ``--requests`` and ``--duration``; nothing leaves the machine.
+"""
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- the naive baseline server ----------------------------------------------------------------------------------
+def baseline_app(ckpt: str) -> "FastAPI":
+    """Per-request eager PyTorch, no batching: a sync endpoint, run by Starlette's thread pool."""
+    import torch
+    from fastapi import FastAPI, File, UploadFile
+
+    from pokedex.preprocess import bytes_to_array
+    from pokedex.torch_predictor import ProbabilityModel, load_checkpoint
+
+    classifier, _ = load_checkpoint(ckpt)
+    model = ProbabilityModel(classifier).eval()
+    app = FastAPI(title="naive baseline")
+
+    @app.post("/predict")
+    def predict(file: UploadFile = File(...)) -> dict:  # noqa: B008
+        start = time.perf_counter()
+        array = bytes_to_array(file.file.read(), classifier.spec.image_size)
+        with torch.inference_mode():
+            probs = model(torch.from_numpy(array)[None])[0]
+        top = torch.topk(probs, k=min(5, len(probs)))
+        preds = [
+            {"label": classifier.class_names[i], "index": int(i), "probability": float(p)}
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        return {"predictions": preds, "elapsed_ms": (time.perf_counter() - start) * 1000}
+
+    @app.get("/ready")
+    def ready() -> dict:
+        return {"status": "ready"}
+
+    return app
+
+
+def run_baseline_server(ckpt: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(baseline_app(ckpt), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def train_throwaway(workdir: Path, image_size: int) -> Path:
+    """A resnet18 checkpoint at ``image_size`` from two batches of synthetic data (weights are irrelevant)."""
+    run_dir = workdir / "train"
+    cmd = [
+        sys.executable, "-m", "pokedex.train", "model=resnet18", "data=synthetic", f"data.image_size={image_size}",
+        f"data.zip_path={workdir / 'synthetic.zip'}", "trainer=cpu", "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+        "logger=none", "test=false", "callbacks.progress_bar=null", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    print(f"training a throwaway resnet18 at {image_size} px ...", flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    return ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.ckpt"
+
+
+def sprites(image_size: int, n: int = 16, seed: int = 0) -> list[bytes]:
+    """Sprite-like PNG uploads: a coloured shape on a transparent canvas."""
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        image = Image.new("RGBA", (image_size, image_size), (0, 0, 0, 0))
+        draw = ImageDraw.Draw(image)
+        for _ in range(3):
+            x0, y0 = rng.randrange(image_size // 2), rng.randrange(image_size // 2)
+            x1, y1 = x0 + rng.randrange(8, image_size // 2), y0 + rng.randrange(8, image_size // 2)
+            draw.ellipse((x0, y0, x1, y1), fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256), 255))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+# -- the load generator -----------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    server: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def drive(url: str, payloads: list[bytes], concurrency: int, max_requests: int, max_seconds: float) -> Result:
+    """``concurrency`` clients, each posting back-to-back, until ``max_requests`` or ``max_seconds``."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
+        async def one(i: int) -> tuple[float, bool]:
+            files = {"file": (f"{i}.png", payloads[i % len(payloads)], "image/png")}
+            start = time.perf_counter()
+            response = await client.post("/predict", files=files)
+            return (time.perf_counter() - start) * 1000, response.status_code == 200
+
+        await asyncio.gather(*(one(i) for i in range(2 * concurrency)))  # warm connections and caches
+        issued, latencies, errors = 0, [], 0
+        start = time.perf_counter()
+        deadline = start + max_seconds
+
+        async def worker() -> None:
+            nonlocal issued, errors
+            while issued < max_requests and time.perf_counter() < deadline:
+                issued += 1
+                ms, ok = await one(issued)
+                latencies.append(ms)
+                errors += not ok
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return Result("", concurrency, len(latencies), errors, elapsed, latencies)
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+
+
+NAIVE = "naive (eager torch, no batching)"
+
+
+def service_cmd(model: Path, port: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "pokedex.serve", f"model_path={model}", f"port={port}", "access_log=false",
+        "log_level=warning", f"max_batch_size={args.max_batch_size}", f"max_wait_ms={args.max_wait_ms}",
+        f"intra_op_threads={args.threads}", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", type=Path, help="checkpoint to serve (default: train a throwaway resnet18)")
+    parser.add_argument("--onnx", type=Path, help="exported model for the service (default: export --ckpt)")
+    parser.add_argument("--int8", action="store_true", help="also benchmark the int8 export (<stem>.int8.onnx)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--requests", type=int, default=200, help="max requests per scenario")
+    parser.add_argument("--duration", type=float, default=20.0, help="max seconds per scenario")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=0, help="model intra-op threads (0: runtime default)")
+    parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        run_baseline_server(str(args.ckpt), args.port)
+        return
+
+    workdir = Path(tempfile.mkdtemp(prefix="pokedex-bench-"))
+    ckpt = args.ckpt or train_throwaway(workdir, args.image_size)
+    onnx_path = args.onnx
+    if onnx_path is None:
+        from pokedex.export import export_onnx
+
+        onnx_path = workdir / "model.onnx"
+        print(f"exporting {ckpt} → {onnx_path} ...", flush=True)
+        export_onnx(ckpt, onnx_path, quantize=args.int8)
+    from pokedex.predictor import load_predictor
+
+    size = load_predictor(onnx_path).spec.image_size
+    payloads = sprites(size)
+
+    servers: dict[str, tuple[list[str], int]] = {}
+    port = free_port()
+    servers["service (onnx + batching)"] = (service_cmd(onnx_path, port, args, workdir / "serve"), port)
+    if args.int8:
+        port = free_port()
+        int8 = onnx_path.with_suffix(".int8.onnx")
+        servers["service (onnx int8 + batching)"] = (service_cmd(int8, port, args, workdir / "serve-int8"), port)
+    port = free_port()
+    script = str(Path(__file__).resolve())
+    servers[NAIVE] = ([sys.executable, script, "--baseline-server", "--ckpt", str(ckpt), "--port", str(port)], port)
+    print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} image={size}px batch<={args.max_batch_size} "
+          f"wait={args.max_wait_ms}ms requests<={args.requests} duration<={args.duration}s", flush=True)  # fmt: skip
+
+    results: list[Result] = []
+    for name, (cmd, port) in servers.items():  # one server at a time: they would compete for the same cores
+        url = f"http://127.0.0.1:{port}"
+        proc = start(cmd, workdir / f"{port}.log")
+        try:
+            wait_ready(url, proc)
+            for concurrency in args.concurrency:
+                result = asyncio.run(drive(url, payloads, concurrency, args.requests, args.duration))
+                result.server = name
+                results.append(result)
+                print(f"  {name:34s} c={concurrency:<3d} {result.throughput:7.1f} req/s", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    print()
+    header = f"{'server':34s} {'conc':>4s} {'reqs':>5s} {'err':>4s} {'req/s':>7s} {'p50 ms':>8s} {'p99 ms':>8s}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(f"{r.server:34s} {r.concurrency:4d} {r.requests:5d} {r.errors:4d} {r.throughput:7.1f} "
+              f"{r.pct(50):8.1f} {r.pct(99):8.1f}")  # fmt: skip
+    print()
+    for concurrency in args.concurrency:
+        by = {r.server: r for r in results if r.concurrency == concurrency}
+        naive = by[NAIVE]
+        for name, r in by.items():
+            if name != NAIVE:
+                ratio = r.throughput / naive.throughput
+                latency = f"p50 {r.pct(50):.0f}/{naive.pct(50):.0f} ms, p99 {r.pct(99):.0f}/{naive.pct(99):.0f} ms"
+                print(f"concurrency {concurrency:2d}, {name} / naive: throughput ×{ratio:.2f}, {latency}")
+    print(f"(logs and artifacts in {workdir})")
+    if any(r.errors for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

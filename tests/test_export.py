@@ -1,0 +1,121 @@
+"""ONNX export: parity with PyTorch, the sidecar, overwrite protection, and the Hydra entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pokedex.config import CONFIG_PATH
+from pokedex.data.archive import file_sha256
+from pokedex.export import ExportError, export_onnx, parity_max_diff
+from pokedex.export import main as export_main
+from pokedex.predictor import load_predictor
+from pokedex.torch_predictor import ProbabilityModel, load_checkpoint
+from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun
+
+pytest_plugins = ["tests.serve_fixtures"]
+
+
+def test_parity_with_pytorch(exported: Exported) -> None:
+    """The issue's check, rerun here on fresh random RGBA inputs and other batch sizes: max |Δprob| < 1e-4."""
+    classifier, _ = load_checkpoint(exported.checkpoint)
+    diff = parity_max_diff(ProbabilityModel(classifier), exported.onnx, IMAGE_SIZE, batch_sizes=(1, 3, 8), seed=123)
+    assert diff < 1e-4
+    assert exported.sidecar["parity"]["max_abs_diff"] < 1e-4
+
+
+def test_graph_interface(exported: Exported) -> None:
+    model = onnx.load(str(exported.onnx))
+    (inp,) = model.graph.input
+    (out,) = model.graph.output
+    assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = inp.type.tensor_type.shape.dim
+    assert dims[0].dim_param and not dims[0].dim_value  # dynamic batch axis
+    assert [d.dim_value for d in dims[1:]] == [4, IMAGE_SIZE, IMAGE_SIZE]
+    assert out.name == "probabilities"
+
+
+def test_sidecar(exported: Exported, trained: TrainedRun) -> None:
+    sidecar_path = exported.onnx.with_suffix(".json")
+    meta = json.loads(sidecar_path.read_text())
+    assert meta == json.loads(json.dumps(exported.sidecar))
+    assert meta["class_names"] == [f"Shape{i:02d}" for i in range(6)]
+    assert meta["model_name"] == "resnet18"
+    assert meta["preprocess"]["image_size"] == IMAGE_SIZE and meta["preprocess"]["channels"] == "RGBA"
+    assert meta["source_checkpoint_sha256"] == file_sha256(trained.checkpoint)
+    assert meta["onnx_sha256"] == file_sha256(exported.onnx)
+    assert meta["opset"] >= 17
+    assert not list(exported.onnx.parent.glob("*.tmp"))
+
+
+def test_refuses_to_overwrite(exported: Exported) -> None:
+    before = file_sha256(exported.onnx)
+    with pytest.raises(ExportError, match=r"already exist.*overwrite=true"):
+        export_onnx(exported.checkpoint, exported.onnx)
+    assert file_sha256(exported.onnx) == before
+
+
+def test_failed_parity_writes_nothing(trained: TrainedRun, tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="parity check failed"):
+        export_onnx(trained.checkpoint, out, exporter="torchscript", parity_tolerance=0.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _export_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_PATH, version_base="1.3"):
+        return compose(config_name="export", overrides=list(overrides))
+
+
+def test_entry_point(trained: TrainedRun, tmp_path: Path) -> None:
+    """``python -m pokedex.export ckpt_path=... output=...`` through its Hydra config (legacy exporter: fast)."""
+    out = tmp_path / "cli" / "model.onnx"
+    cfg = _export_cfg(f"ckpt_path={trained.checkpoint}", f"output={out}", "exporter=torchscript")
+    export_main(cfg)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["exporter"] == "torchscript" and meta["parity"]["max_abs_diff"] < 1e-4
+
+    with pytest.raises(SystemExit, match="already exist"):
+        export_main(cfg)
+    assert _export_cfg(f"ckpt_path={trained.checkpoint}", "overwrite=true").overwrite is True  # passes the guard
+
+
+def test_entry_point_bad_checkpoint(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.ckpt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="cannot load checkpoint"):
+        export_main(_export_cfg(f"ckpt_path={bogus}", f"output={tmp_path / 'm.onnx'}"))
+    with pytest.raises(SystemExit, match="not found"):
+        export_main(_export_cfg(f"ckpt_path={tmp_path / 'missing.ckpt'}", f"output={tmp_path / 'm.onnx'}"))
+
+
+def test_dynamic_batch_runs(exported: Exported) -> None:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported.onnx), providers=["CPUExecutionProvider"])
+    for n in (1, 2, 17):
+        batch = np.zeros((n, 4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        (probs,) = session.run(None, {"images": batch})
+        assert probs.shape == (n, 6)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_quantisation(trained: TrainedRun, tmp_path: Path) -> None:
+    """``quantize=true``: an extra int8 model + sidecar that loads and predicts, with its fp32 agreement recorded."""
+    out = tmp_path / "model.onnx"
+    export_onnx(trained.checkpoint, out, exporter="torchscript", quantize=True, calibration_zip=trained.zip_path)
+    int8 = tmp_path / "model.int8.onnx"
+    meta = json.loads(int8.with_suffix(".json").read_text())
+    assert meta["onnx_sha256"] == file_sha256(int8) and "parity" not in meta
+    assert meta["quantization"]["calibration_images"] > 0
+    assert 0.0 <= meta["quantization"]["vs_fp32"]["top1_agreement"] <= 1.0
+    predictor = load_predictor(int8)
+    probs = predictor.predict_arrays(np.zeros((3, 4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # the softmax head is not quantised
+    with pytest.raises(ExportError, match=r"calibration_zip=.*not found"):
+        export_onnx(trained.checkpoint, tmp_path / "b.onnx", quantize=True, calibration_zip=tmp_path / "none.zip")

@@ -1,0 +1,96 @@
+"""A real browser against a real server: Debian's Chromium (driven by Playwright) uploads a sprite on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from pokedex.predictor import load_predictor
+from pokedex.preprocess import bytes_to_array
+from pokedex.serve import ServeSettings, create_app
+from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes
+
+pytest_plugins = ["tests.serve_fixtures"]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def server_url(exported: Exported) -> Iterator[str]:
+    """uvicorn on a free loopback port, in a thread; the URL once ``/ready`` answers 200."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    app = create_app(ServeSettings(model_path=str(exported.onnx)))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not become ready")
+            time.sleep(0.05)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_upload_a_sprite_and_see_its_name(server_url: str, exported: Exported, trained: TrainedRun, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+    _, data = sprite_bytes(trained.zip_path)[0]
+    sprite = tmp_path / "sprite.png"
+    sprite.write_bytes(data)
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("definitely not a picture")
+    predictor = load_predictor(exported.onnx)
+    expected = predictor.top_k(predictor.predict_arrays(bytes_to_array(data, IMAGE_SIZE)[None])[0], 5)
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(server_url + "/")
+            sync_api.expect(page.locator("#model")).to_contain_text("resnet18")
+
+            page.set_input_files("#file", str(sprite))
+            labels = page.locator("#predictions li .label")
+            sync_api.expect(labels).to_have_count(5)
+            assert labels.all_inner_texts() == [p["label"] for p in expected]
+            sync_api.expect(page.locator("#preview")).to_be_visible()
+            sync_api.expect(page.locator("#error")).to_be_hidden()
+
+            page.set_input_files("#file", str(not_an_image))  # errors are shown in words
+            sync_api.expect(page.locator("#error")).to_contain_text("not a supported image format")
+            sync_api.expect(labels).to_have_count(0)
+
+            assert requested and all(url.startswith(server_url) or url.startswith("blob:") for url in requested)
+        finally:
+            browser.close()
