@@ -69,6 +69,9 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
             "macro_f1": MulticlassF1Score(num_classes, average="macro"),
         },
         prefix=prefix,
+        # Compute groups would merge top-1 and top-5 when their first updates happen to agree (an untrained
+        # model scoring 0 on both), after which top-5 silently reports top-1.
+        compute_groups=False,
     )
 
 
