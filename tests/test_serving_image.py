@@ -1,0 +1,220 @@
+"""The serving image's Python environment, without Docker: proof that ``requirements/serve.txt`` is enough.
+
+Builds what ``docker/api.dockerfile`` builds, as a virtual environment: exactly ``requirements/serve.txt``
+(plus the build tools the image installs), then the code from a copy of the image's build context installed
+with ``--no-deps``. It checks that torch cannot be imported there, trains and exports a tiny model with the
+full environment, serves it from the torch-free one with uvicorn on 127.0.0.1 and asks it for predictions.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE_REQUIREMENTS = ROOT / "requirements" / "serve.txt"
+# What .dockerignore lets into the image's build context.
+CONTEXT = ("pyproject.toml", "README.md", "requirements", "pokedex", "conf")
+HEAVY = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "wandb", "dvc", "matplotlib")
+
+
+def _run(cmd: list[str], *, timeout: int = 900, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+    assert result.returncode == 0, f"{' '.join(map(str, cmd))}\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def _copy_context(dest: Path) -> Path:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in CONTEXT:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=ignore)
+        elif source.is_file():
+            shutil.copy2(source, dest / name)
+    if not (dest / "README.md").exists():  # pyproject.toml names it as the readme
+        (dest / "README.md").write_text("# pokedex\n")
+    return dest
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _post_files(url: str, field: str, files: list[tuple[str, bytes]], timeout: float = 30.0) -> tuple[int, bytes]:
+    boundary = uuid.uuid4().hex
+    body = io.BytesIO()
+    for filename, data in files:
+        body.write(f"--{boundary}\r\n".encode())
+        body.write(f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'.encode())
+        body.write(b"Content-Type: image/png\r\n\r\n" + data + b"\r\n")
+    body.write(f"--{boundary}--\r\n".encode())
+    request = urllib.request.Request(
+        url, data=body.getvalue(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _png(colour: tuple[int, int, int, int], size: int = 40) -> bytes:
+    from PIL import Image
+
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    image.paste(Image.new("RGBA", (size // 2, size // 2), colour), (size // 4, size // 4))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def serving_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(venv, app): a venv with exactly requirements/serve.txt and the code installed --no-deps from app/."""
+    base = tmp_path_factory.mktemp("serving-image")
+    app = _copy_context(base / "app")
+    venv = base / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)])
+    python = venv / "bin" / "python"
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    env.pop("PYTHONPATH", None)
+    # The same two pip commands as docker/api.dockerfile.
+    _run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(SERVE_REQUIREMENTS), "setuptools>=69", "wheel"],
+        env=env,
+    )
+    _run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(app)],
+        env=env,
+    )
+    return venv, app
+
+
+def test_serving_venv_has_no_torch(serving_venv: tuple[Path, Path]):
+    venv, app = serving_venv
+    python = str(venv / "bin" / "python")
+    probe = "import importlib.util as u, json; print(json.dumps({m: u.find_spec(m) is not None for m in %r}))"
+    found = json.loads(_run([python, "-c", probe % (HEAVY,)], cwd=app).stdout)
+    assert not any(found.values()), f"heavy packages importable in the serving venv: {found}"
+    freeze = _run([python, "-m", "pip", "freeze", "--exclude-editable"]).stdout.split()
+    size = _dir_size(venv)
+    print(f"\nserving venv: {size / 2**20:.0f} MiB installed, {len(freeze)} distributions: {' '.join(freeze)}")
+
+
+def test_serving_code_imports_without_torch(serving_venv: tuple[Path, Path]):
+    """torch is imported lazily, only to load a .ckpt: the ONNX path must not need it."""
+    venv, app = serving_venv
+    _run([str(venv / "bin" / "python"), "-c", "import onnxruntime, pokedex.predictor, pokedex.serve"], cwd=app)
+
+
+@pytest.fixture(scope="module")
+def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train a tiny model on the synthetic data and export it, with the full (torch) environment."""
+    work = tmp_path_factory.mktemp("tiny-model")
+    run_dir = work / "run"
+    _run(
+        [
+            sys.executable, "-m", "pokedex.train",
+            "data=synthetic", f"data.zip_path={work / 'synthetic.zip'}",
+            "model=resnet18", "trainer=cpu", "trainer.max_epochs=1", "logger=none", "test=false",
+            "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "callbacks.early_stopping=null",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+    )  # fmt: skip
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file(), sorted(str(p) for p in run_dir.rglob("*"))
+    output = work / "model.onnx"
+    _run([sys.executable, "-m", "pokedex.export", f"ckpt_path={checkpoint}", f"output={output}"], cwd=ROOT)
+    assert output.is_file()
+    return output
+
+
+def test_torch_free_venv_serves_the_exported_model(serving_venv: tuple[Path, Path], exported_model: Path):
+    venv, app = serving_venv
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    log = (exported_model.parent / "serve.log").open("w")
+    server = subprocess.Popen(
+        [str(venv / "bin" / "python"), "-m", "pokedex.serve",
+         f"model_path={exported_model}", "host=127.0.0.1", f"port={port}"],
+        cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        # /health answers at once; /ready once the model is loaded and warmed up in the background.
+        deadline = time.monotonic() + 120
+        seen: dict[str, int | None] = {"/health": None, "/ready": None}
+        for route in seen:
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    seen[route], _ = _get(f"{base}{route}", timeout=2)
+                except OSError:
+                    seen[route] = None
+                if seen[route] == 200:
+                    break
+                time.sleep(0.5)
+        log.flush()
+        assert seen == {"/health": 200, "/ready": 200}, (
+            f"{seen}; the server's log:\n{(exported_model.parent / 'serve.log').read_text()}"
+        )
+
+        class_names = json.loads(exported_model.with_suffix(".json").read_text())["class_names"]
+        status, body = _post_files(f"{base}/predict", "file", [("red.png", _png((220, 30, 30, 255)))])
+        assert status == 200, body
+        predictions = json.loads(body)["predictions"]
+        assert len(predictions) == min(5, len(class_names))
+        assert all(p["label"] == class_names[p["index"]] for p in predictions), predictions
+        probabilities = [p["probability"] for p in predictions]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+
+        pngs = [("a.png", _png((30, 200, 30, 255))), ("b.png", _png((30, 30, 200, 255), size=64))]
+        status, body = _post_files(f"{base}/predict/batch?top_k=2", "files", pngs)
+        assert status == 200, body
+        results = json.loads(body)["results"]
+        assert [r["index"] for r in results] == [0, 1] and all(len(r["predictions"]) == 2 for r in results)
+
+        status, body = _get(f"{base}/model")
+        assert status == 200, body
+        assert json.loads(body)["class_names"] == class_names
+
+        status, body = _get(f"{base}/metrics")
+        assert status == 200 and b"# TYPE" in body
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
