@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pokedex.augment import BatchAugment
 from pokedex.data.archive import DatasetError, DatasetIndex, read_index
+from pokedex.data.cache import CachedDataset, DecodedCache, collate_batch, ensure_cache
 from pokedex.data.sources import DataSource, ensure_dataset
 from pokedex.preprocess import bytes_to_array
 
@@ -60,7 +61,8 @@ class PokedexDataModule(L.LightningDataModule):
     """Builds the dataset zip if needed (``prepare_data``), then serves uint8 batches.
 
     ``path`` and ``on_bad_image`` are the user-facing options of ``data=zip``; they are consumed by
-    ``source`` in the config and only recorded here.
+    ``source`` in the config and only recorded here. ``cache=True`` decodes the zip once into
+    ``cache_dir`` (see ``pokedex.data.cache``) and reads whole batches from it instead of decoding PNGs.
     """
 
     def __init__(
@@ -78,6 +80,8 @@ class PokedexDataModule(L.LightningDataModule):
         augment: BatchAugment | None = None,
         path: str | None = None,
         on_bad_image: str = "error",
+        cache: bool = False,
+        cache_dir: str = "data/cache",
     ) -> None:
         super().__init__()
         self.zip_path = Path(zip_path)
@@ -92,6 +96,8 @@ class PokedexDataModule(L.LightningDataModule):
         self.limit_classes = limit_classes
         self.augment = augment
         self.user_path, self.on_bad_image = path, on_bad_image
+        self.cache, self.cache_dir = cache, Path(cache_dir)
+        self.decoded: DecodedCache | None = None
         self.index: DatasetIndex | None = None
         self.datasets: dict[str, Dataset] = {}
 
@@ -101,6 +107,14 @@ class PokedexDataModule(L.LightningDataModule):
             ensure_dataset(self.source, self.zip_path)
         elif not self.zip_path.exists():
             raise DatasetError(f"{self.zip_path}: dataset zip not found and no data.source configured to build it")
+        if self.cache:
+            self.decoded_cache()
+
+    def decoded_cache(self) -> DecodedCache:
+        """Build (once, on first use) or validate the decoded cache; memoised for this process."""
+        if self.decoded is None:
+            self.decoded = ensure_cache(self.zip_path, self.cache_dir, self.image_size)
+        return self.decoded
 
     def load_index(self) -> DatasetIndex:
         if self.index is None:
@@ -124,6 +138,8 @@ class PokedexDataModule(L.LightningDataModule):
 
     def make_dataset(self, split: str) -> Dataset:
         members = [(m.path, m.label) for m in self.load_index().split(split)]
+        if self.cache:
+            return self.decoded_cache().dataset(members)
         return ZipImageDataset(self.zip_path, members, self.image_size)
 
     def setup(self, stage: str | None = None) -> None:
@@ -143,6 +159,7 @@ class PokedexDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
+            collate_fn=collate_batch if isinstance(self.datasets[split], CachedDataset) else None,
         )
 
     def train_dataloader(self) -> DataLoader:
