@@ -319,17 +319,18 @@ def header(args: argparse.Namespace, zip_path: Path, first: dict[str, Any]) -> s
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    base = next((r["images_per_s"] for r in results if r["mode"] == "compute"), None)
+    base = next((r for r in results if r["mode"] == "compute"), None)
     lines = [
-        "| mode | images/s | x compute | ms/step | CPU ms/image | steps | setup s | peak RSS main MB | workers "
-        "| PSS main + workers MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| mode | images/s | x compute | ms/step | CPU ms/image | x compute by CPU time | steps | setup s "
+        "| peak RSS main MB | workers | PSS main + workers MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
-        ratio = f"{r['images_per_s'] / base:.2f}" if base else "-"
+        ratio = f"{r['images_per_s'] / base['images_per_s']:.2f}" if base else "-"
+        cpu_ratio = f"{base['cpu_ms_per_image'] / r['cpu_ms_per_image']:.2f}" if base else "-"
         lines.append(
             f"| {r['mode']} | {r['images_per_s']:.1f} | {ratio} | {r['step_ms']:.0f} | {r['cpu_ms_per_image']:.1f} | "
-            f"{r['steps']} | "
+            f"{cpu_ratio} | {r['steps']} | "
             f"{r['setup_seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['workers']} | {r['pss_total_mb']:.0f} |"
         )
     return "\n".join(lines)
