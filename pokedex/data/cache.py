@@ -1,8 +1,9 @@
 """The decoded cache: the dataset zip decoded once into a uint8 ``N×4×S×S`` ``.npy`` array on disk.
 
-Why: decoding PNGs costs ~0.3 ms per 128 px image per CPU core, far more than a GPU step needs per image, and
-it is the same work every epoch. The cache pays it once; afterwards a batch is one read per row out of the page
-cache into a single buffer (allocated in shared memory inside DataLoader workers, so it is not copied again).
+Why: decoding a 128 px PNG costs 0.3-0.8 ms of CPU, far more than a GPU step spends per image, and it is the
+same work every epoch (docs/performance.md). The cache pays it once; afterwards a batch is one read per row
+out of the page cache into a single buffer (allocated in shared memory inside DataLoader workers, so it is not
+copied again).
 The file is keyed by the zip's SHA-256, the image size and ``CACHE_VERSION`` (bump it when
 ``pokedex.preprocess.image_to_array`` changes its output), written to a temporary file and renamed into place,
 and its payload is checked against a CRC-32 recorded in a sidecar JSON before it is trusted.
