@@ -230,6 +230,8 @@ def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
     does), so the batch is not copied a second time on its way to the main process."""
     if get_worker_info() is None:
         return torch.empty(shape, dtype=torch.uint8)
+    if not hasattr(torch.UntypedStorage, "_new_shared"):  # private API that default_collate uses; be safe
+        return torch.empty(shape, dtype=torch.uint8).share_memory_()
     storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
 
