@@ -202,7 +202,7 @@ def export_onnx(
     seed: int = 0,
     quantize: bool = False,
     calibration_zip: str | Path | None = None,
-    calibration_images: int = 128,
+    calibration_images: int = 2048,
 ) -> dict[str, Any]:
     """Export, check parity, then write ``output`` and its ``.json`` sidecar; returns the sidecar content.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pokedex.config import CONFIG_PATH, register_resolvers
 from pokedex.io import write_json_atomic
+from pokedex.model import read_checkpoint
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -60,11 +62,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         results = tester.test(model, datamodule=datamodule, ckpt_path=best_path or None)
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
+    epochs, global_step = _progress(trainer)
     summary = {
-        "best_checkpoint": best_path,
+        "best_checkpoint": _relative_to(best_path, output_dir),  # the run directory moves (dvc pull, copies)
         "best_val_top1": float(best_val) if best_val is not None else fit_metrics.get("val/top1"),
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
+        "epochs": epochs,
+        "global_step": global_step,
         "fit": fit_metrics,
         "test": test_metrics,
     }
@@ -74,6 +77,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "best val top-1 %.4f; test %s; outputs in %s", summary["best_val_top1"] or 0.0, test_metrics, output_dir
         )
     return summary
+
+
+def _relative_to(path: str | None, root: Path) -> str | None:
+    return os.path.relpath(Path(path).resolve(), root.resolve()) if path else None
+
+
+def _progress(trainer: L.Trainer) -> tuple[int, int]:
+    """Epochs run and optimizer steps. Spawned DDP workers don't send their loop counters back to the launching
+    process (only the best path, weights and metrics), so there they are read from the last checkpoint."""
+    dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+    if trainer.global_step == 0 and dirpath and (Path(dirpath) / "last.ckpt").is_file():
+        checkpoint = read_checkpoint(Path(dirpath) / "last.ckpt")
+        return int(checkpoint["epoch"]) + 1, int(checkpoint["global_step"])
+    return trainer.current_epoch, trainer.global_step
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="train", version_base="1.3")

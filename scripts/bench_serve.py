@@ -1,6 +1,6 @@
 """Benchmark the service (ONNX Runtime + micro-batching) against a naive baseline, on loopback only.
 
-    python scripts/bench_serve.py [--ckpt best.ckpt] [--image-size 128] [--requests 200] [--duration 20]
+    python scripts/bench_serve.py [--ckpt best.ckpt] [--image-size 128] [--requests 3000] [--duration 20]
 
 Both servers run as separate processes on 127.0.0.1 and receive the same PNG uploads from an asyncio/httpx client
 at each concurrency level (default 1 and 16). The baseline is what one writes first: a FastAPI ``def`` endpoint
@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="also benchmark the int8 export (<stem>.int8.onnx)")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--requests", type=int, default=200, help="max requests per scenario")
+    parser.add_argument("--requests", type=int, default=3000, help="max requests per scenario")
     parser.add_argument("--duration", type=float, default=20.0, help="max seconds per scenario")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)

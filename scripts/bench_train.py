@@ -382,7 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", help=f"timm name (default {DEFAULTS['model']})")
     p.add_argument("--image-size", type=int, help=f"default {DEFAULTS['image_size']}")
     p.add_argument("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per mode")
+    p.add_argument("--steps", type=int, default=60, help="timed steps per mode")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (workers, compile, caches)")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all modes; the table keeps each mode's best")
     p.add_argument("--max-seconds", type=float, default=60.0, help="stop timing a mode after this long")
@@ -391,19 +391,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the training process")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed", "16-mixed"])
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (compiled in warm-up)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, help="default: the config's, else off")
+    p.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, help="torch.compile the backbone (compiled in warm-up)"
+    )
     p.add_argument("--cache-dir", default=str(ROOT / "data" / "cache"))
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.config:
         for key, value in from_config(args.config).items():
-            if getattr(args, key) in (None, False):
+            if getattr(args, key) is None:  # explicit flags win, --no-channels-last included
                 setattr(args, key, value)
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.channels_last, args.compile = bool(args.channels_last), bool(args.compile)
     if args.precision is None:
         args.precision = "bf16-mixed" if args.device == "cuda" else "32-true"
     if args.device == "cuda" and not torch.cuda.is_available():

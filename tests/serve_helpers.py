@@ -52,7 +52,7 @@ def train_tiny(out: Path, zip_path: Path, *extra: str) -> TrainedRun:
         *extra,
     )
     summary = train(compose_config("train", overrides, out))
-    checkpoint = Path(summary["best_checkpoint"] or out / "checkpoints" / "last.ckpt")
+    checkpoint = out / (summary["best_checkpoint"] or "checkpoints/last.ckpt")  # relative to the run directory
     assert checkpoint.is_file(), summary
     return TrainedRun(checkpoint, zip_path, out)
 

@@ -119,3 +119,22 @@ def test_int8_quantisation(trained: TrainedRun, tmp_path: Path) -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # the softmax head is not quantised
     with pytest.raises(ExportError, match=r"calibration_zip=.*not found"):
         export_onnx(trained.checkpoint, tmp_path / "b.onnx", quantize=True, calibration_zip=tmp_path / "none.zip")
+
+
+def test_evaluate_judges_the_exported_file(exported: Exported, trained: TrainedRun, tmp_path: Path) -> None:
+    """``pokedex.evaluate`` on the .onnx gives the checkpoint's numbers: the served file is what was measured."""
+    from pokedex.evaluate import evaluate
+    from tests.conftest import compose_config
+
+    def run(model: Path, *extra: str) -> dict:
+        overrides = [f"ckpt_path={model}", "num_workers=0", f"output_dir={tmp_path / model.name}", *extra]
+        return evaluate(compose_config("evaluate", overrides, tmp_path / model.name))
+
+    data = ["data=synthetic", f"data.zip_path={trained.zip_path}", "data.image_size=64"]  # 64: the model's size wins
+    torch_metrics, onnx_metrics = run(trained.checkpoint), run(exported.onnx, *data)
+    assert (torch_metrics["backend"], onnx_metrics["backend"]) == ("torch", "onnx")
+    for key in ("top1", "top5", "macro_f1", "samples"):
+        assert onnx_metrics[key] == pytest.approx(torch_metrics[key], abs=1e-6), key
+    assert onnx_metrics["ece"] == pytest.approx(torch_metrics["ece"], abs=1e-4)
+    with pytest.raises(ValueError, match=r"model.onnx: the model file carries no data config; pass .*data=sprites"):
+        run(exported.onnx)

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 import zipfile
 import zlib
 from collections import Counter, defaultdict
@@ -373,7 +372,6 @@ class SpriteSource:
         return sprites, names
 
     def build(self, out_path: Path) -> DatasetIndex:
-        start = time.perf_counter()
         sprites_tgz, names_tgz = self.obtain()
         names = read_species_names(names_tgz)
         gifs, skipped = read_sprite_gifs(sprites_tgz)
@@ -423,7 +421,7 @@ class SpriteSource:
             "summary": summary,
         }
         log.info("converting %d animations of %d species with %d workers", len(animations), len(classes), self.workers)
-        samples = self._samples(animations, gifs, class_of, split_of, summary, start)
+        samples = self._samples(animations, gifs, class_of, split_of, summary)
         return write_dataset_zip(out_path, classes, samples, meta)
 
     def _samples(
@@ -433,7 +431,6 @@ class SpriteSource:
         class_of: dict[int, str],
         split_of: dict[str, str],
         summary: dict[str, Any],
-        start: float,
     ) -> Iterator[Sample]:
         """Yield the converted frames in a fixed order, then fill ``summary`` (written after the last sample)."""
         tasks = [(a.source, gifs[a], self.frames_per_animation, self.image_size) for a in animations]
@@ -464,7 +461,6 @@ class SpriteSource:
             frames_decoded=decoded,
             frames_distinct=distinct,
             bytes=total_bytes,
-            seconds=round(time.perf_counter() - start, 2),
         )
 
 
@@ -678,7 +674,6 @@ class ZipSource:
         return sorted(by_class), split_of
 
     def build(self, out_path: Path) -> DatasetIndex:
-        start = time.perf_counter()
         source = self.input_path
         out = Path(out_path)
         if out.resolve() == source.resolve() or (out.exists() and os.path.samefile(out, source)):
@@ -712,7 +707,6 @@ class ZipSource:
                     images={s: images.get(s, 0) for s in SPLITS},
                     skipped=dict(sorted(skipped.items())),
                     bytes=total,
-                    seconds=round(time.perf_counter() - start, 2),
                 )
 
             return write_dataset_zip(out, classes, samples(), meta)

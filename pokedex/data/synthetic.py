@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +70,8 @@ class SyntheticSource:
     def build(self, out_path: Path) -> DatasetIndex:
         if self.animations_per_class < 3:
             raise ValueError("data.source.animations_per_class must be >= 3 (one each for train, val and test)")
-        start = time.perf_counter()
         meta = {"built_by": "pokedex", "fingerprint": self.fingerprint(), "image_size": self.image_size}
         index = write_dataset_zip(out_path, self.classes, self._samples(), meta)
-        index.meta["seconds"] = round(time.perf_counter() - start, 3)
         return index
 
 
