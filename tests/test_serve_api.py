@@ -79,7 +79,10 @@ def test_page_static_and_docs(client: TestClient) -> None:
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/..%2Fapp.py").status_code == 404  # no way out of the static folder
-    assert client.get("/docs").status_code == 200
+    for docs in (client.get("/docs"), client.get("/redoc")):  # no CDN: the JS/CSS are served from here
+        assert docs.status_code == 200 and "/static-offline-docs/" in docs.text and "https://" not in docs.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/predict", "/predict/batch", "/health", "/ready", "/model", "/metrics"} <= set(paths)
 

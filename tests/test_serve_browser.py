@@ -94,3 +94,21 @@ def test_upload_a_sprite_and_see_its_name(server_url: str, exported: Exported, t
             assert requested and all(url.startswith(server_url) or url.startswith("blob:") for url in requested)
         finally:
             browser.close()
+
+
+def test_api_docs_render_offline(server_url: str) -> None:
+    """``/docs`` draws every route in Chromium with nothing requested beyond this server (no CDN)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            page.goto(server_url + "/docs")
+            operation = page.locator(".opblock-summary-path")
+            sync_api.expect(operation.filter(has_text="/predict/batch")).to_have_count(1)
+            assert operation.count() >= 6
+            assert requested and all(url.startswith(server_url) or url.startswith("data:") for url in requested)
+        finally:
+            browser.close()

@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 import pokedex
@@ -200,7 +201,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from files in the package, not from a CDN
+    app = FastAPIOffline(
         title="pokedex",
         version=pokedex.__version__,
         summary="Which Pokémon is this? Upload a sprite, get the top-k names with probabilities.",
