@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +32,21 @@ CHROMIUM_ARGS = [
 ]
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[tuple[Any, Any, list[str]]]:
+    """(playwright's sync_api, a Chromium page, every URL the page requested so far)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            requested: list[str] = []
+            page.on("request", lambda request: requested.append(request.url))
+            yield sync_api, page, requested
+        finally:
+            browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +79,6 @@ def server_url(exported: Exported) -> Iterator[str]:
 
 
 def test_upload_a_sprite_and_see_its_name(server_url: str, exported: Exported, trained: TrainedRun, tmp_path: Path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
     _, data = sprite_bytes(trained.zip_path)[0]
     sprite = tmp_path / "sprite.png"
     sprite.write_bytes(data)
@@ -71,44 +87,29 @@ def test_upload_a_sprite_and_see_its_name(server_url: str, exported: Exported, t
     predictor = load_predictor(exported.onnx)
     expected = predictor.top_k(predictor.predict_arrays(bytes_to_array(data, IMAGE_SIZE)[None])[0], 5)
 
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            requested: list[str] = []
-            page.on("request", lambda request: requested.append(request.url))
-            page.goto(server_url + "/")
-            sync_api.expect(page.locator("#model")).to_contain_text("resnet18")
+    with browser_page() as (sync_api, page, requested):
+        page.goto(server_url + "/")
+        sync_api.expect(page.locator("#model")).to_contain_text("resnet18")
 
-            page.set_input_files("#file", str(sprite))
-            labels = page.locator("#predictions li .label")
-            sync_api.expect(labels).to_have_count(5)
-            assert labels.all_inner_texts() == [p["label"] for p in expected]
-            sync_api.expect(page.locator("#preview")).to_be_visible()
-            sync_api.expect(page.locator("#error")).to_be_hidden()
+        page.set_input_files("#file", str(sprite))
+        labels = page.locator("#predictions li .label")
+        sync_api.expect(labels).to_have_count(5)
+        assert labels.all_inner_texts() == [p["label"] for p in expected]
+        sync_api.expect(page.locator("#preview")).to_be_visible()
+        sync_api.expect(page.locator("#error")).to_be_hidden()
 
-            page.set_input_files("#file", str(not_an_image))  # errors are shown in words
-            sync_api.expect(page.locator("#error")).to_contain_text("not a supported image format")
-            sync_api.expect(labels).to_have_count(0)
+        page.set_input_files("#file", str(not_an_image))  # errors are shown in words
+        sync_api.expect(page.locator("#error")).to_contain_text("not a supported image format")
+        sync_api.expect(labels).to_have_count(0)
 
-            assert requested and all(url.startswith(server_url) or url.startswith("blob:") for url in requested)
-        finally:
-            browser.close()
+        assert requested and all(url.startswith(server_url) or url.startswith("blob:") for url in requested)
 
 
 def test_api_docs_render_offline(server_url: str) -> None:
     """``/docs`` draws every route in Chromium with nothing requested beyond this server (no CDN)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) not installed")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            requested: list[str] = []
-            page.on("request", lambda request: requested.append(request.url))
-            page.goto(server_url + "/docs")
-            operation = page.locator(".opblock-summary-path")
-            sync_api.expect(operation.filter(has_text="/predict/batch")).to_have_count(1)
-            assert operation.count() >= 6
-            assert requested and all(url.startswith(server_url) or url.startswith("data:") for url in requested)
-        finally:
-            browser.close()
+    with browser_page() as (sync_api, page, requested):
+        page.goto(server_url + "/docs")
+        operation = page.locator(".opblock-summary-path")
+        sync_api.expect(operation.filter(has_text="/predict/batch")).to_have_count(1)
+        assert operation.count() >= 6
+        assert requested and all(url.startswith(server_url) or url.startswith("data:") for url in requested)
