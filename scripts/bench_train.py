@@ -9,7 +9,7 @@ fresh subprocess so that its peak RSS is its own:
 * ``augment``  the same plus the batch augmentation (``pokedex.augment``) on the device.
 * ``naive``    PNGs extracted to disk, one PIL decode + torchvision transforms per item (the original recipe).
 * ``zip``      ``PokedexDataModule`` streaming PNG members out of the zip, batch augmentation on the device.
-* ``cache``    ``PokedexDataModule(cache=True)``: batches from the decoded uint8 memmap, same augmentation.
+* ``cache``    ``PokedexDataModule(cache=True)``: batches from the decoded uint8 cache file, same augmentation.
 
 Usage (the defaults finish in a few minutes on a 2-core CPU):
 
@@ -145,49 +145,48 @@ def forever(loader: Iterable[Any]) -> Iterator[Any]:
 
 
 # -- memory ---------------------------------------------------------------------------------------------------
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set size (VmHWM) of a live process, from /proc (Linux); None elsewhere."""
+def _proc_kb_field_mb(path: str, field: str) -> float | None:
+    """A ``<field>: <n> kB`` line of a /proc file, in MB; None where /proc is missing (not Linux) or lacks it."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return None
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """Peak resident set size (VmHWM) of a live process."""
+    return _proc_kb_field_mb(f"/proc/{pid}/status", "VmHWM")
 
 
 def pss_mb(pid: int) -> float | None:
-    """Proportional set size now: shared pages (forked workers, the memmap) split among their users."""
+    """Proportional set size now: shared pages (forked workers, the cache buffers) split among their users."""
+    return _proc_kb_field_mb(f"/proc/{pid}/smaps_rollup", "Pss")
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (which may itself contain spaces or ')')."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        pass
-    return None
+        return None
 
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by these live processes (all their threads), from /proc."""
-    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = [fields for fields in map(_stat_fields, pids) if fields]
+    return sum((int(fields[11]) + int(fields[12])) / tick for fields in stats)
 
 
 def child_pids(parent: int) -> list[int]:
     """Direct children of ``parent`` (DataLoader workers), from /proc; empty where there is no /proc."""
     pids = []
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+        fields = _stat_fields(entry.name)
+        if fields and int(fields[1]) == parent:
             pids.append(int(entry.name))
     return pids
 
@@ -240,7 +239,7 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
         images, labels = next(batches)
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        if mode != "compute" and mode != "naive":
+        if mode not in ("compute", "naive"):
             images = augment(images)  # what on_after_batch_transfer does in training
         with torch.autocast(device.type, dtype=AUTOCAST.get(args.precision), enabled=mixed):
             loss = F.cross_entropy(model(images), labels, label_smoothing=0.1)

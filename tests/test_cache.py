@@ -116,7 +116,7 @@ def test_cached_dataset_pickles_without_its_file_handle(zip_path: Path, tmp_path
     dataset = CachedDataset(cache.path, [0, 1], [0, 0])
     dataset[0]  # opens the file
     clone = pickle.loads(pickle.dumps(dataset))
-    assert clone._file is None
+    assert clone._file._handle is None  # the descriptor did not travel; the clone opens its own
     np.testing.assert_array_equal(clone[1][0].numpy(), dataset[1][0].numpy())
     with pytest.raises(IndexError):
         CachedDataset(cache.path, [0, 10_000], [0, 0])

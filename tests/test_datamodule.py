@@ -82,7 +82,7 @@ def test_dataset_pickles_without_its_zip_handle(original_layout_zip: Path, tmp_p
     assert isinstance(dataset, ZipImageDataset)
     dataset[0]  # opens a handle in this process
     clone = pickle.loads(pickle.dumps(dataset))  # what spawn does to send it to a worker
-    assert clone._zip is None
+    assert clone._zip._handle is None  # the handle did not travel; the clone opens its own
     assert torch.equal(clone[0][0], dataset[0][0])
 
 
@@ -106,3 +106,17 @@ def test_limit_classes_keeps_the_first_n(original_layout_zip: Path, tmp_path: Pa
     dm.prepare_data()
     assert dm.class_names == sorted(CLASSES)[:2]
     assert {int(y) for _, y in dm.test_dataloader() for y in y} == {0, 1}
+
+
+def test_per_process_handle_reopens_in_a_new_process(tmp_path: Path) -> None:
+    import functools
+
+    from pokedex.data.handles import PerProcessHandle
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    handle = PerProcessHandle(functools.partial(open, path, "rb"))
+    first = handle.get()
+    assert handle.get() is first  # one per process
+    handle._pid = -1  # as seen from a forked child: the inherited handle belongs to another process
+    assert handle.get() is not first and handle.get().read() == b"abc"

@@ -16,11 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -63,29 +61,13 @@ def _free_port() -> int:
 
 
 def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    reply = httpx.get(url, timeout=timeout)
+    return reply.status_code, reply.content
 
 
 def _post_files(url: str, field: str, files: list[tuple[str, bytes]], timeout: float = 30.0) -> tuple[int, bytes]:
-    boundary = uuid.uuid4().hex
-    body = io.BytesIO()
-    for filename, data in files:
-        body.write(f"--{boundary}\r\n".encode())
-        body.write(f'Content-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'.encode())
-        body.write(b"Content-Type: image/png\r\n\r\n" + data + b"\r\n")
-    body.write(f"--{boundary}--\r\n".encode())
-    request = urllib.request.Request(
-        url, data=body.getvalue(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.status, reply.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    reply = httpx.post(url, files=[(field, (name, data, "image/png")) for name, data in files], timeout=timeout)
+    return reply.status_code, reply.content
 
 
 def _png(colour: tuple[int, int, int, int], size: int = 40) -> bytes:
@@ -179,7 +161,7 @@ def test_torch_free_venv_serves_the_exported_model(serving_venv: tuple[Path, Pat
             while time.monotonic() < deadline and server.poll() is None:
                 try:
                     seen[route], _ = _get(f"{base}{route}", timeout=2)
-                except OSError:
+                except httpx.TransportError:  # not listening yet
                     seen[route] = None
                 if seen[route] == 200:
                     break

@@ -13,6 +13,7 @@ Rows follow the order of ``index.json``'s members (all splits), so each split is
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from pokedex.data.archive import file_sha256, read_index
+from pokedex.data.handles import PerProcessHandle
 from pokedex.io import atomic_path, write_json_atomic
 from pokedex.preprocess import CHANNELS
 
@@ -108,8 +110,9 @@ def _check(npy: Path, meta_path: Path, expected: dict[str, Any], verify: bool) -
         return f"bad header ({exc})"
     if list(shape) != expected["shape"]:
         return f"header says shape {shape}, expected {expected['shape']}"
-    if npy.stat().st_size != offset + int(np.prod(shape)):
-        return f"size {npy.stat().st_size} != {offset + int(np.prod(shape))} (truncated or padded)"
+    size, expected_size = npy.stat().st_size, offset + int(np.prod(shape))
+    if size != expected_size:
+        return f"size {size} != {expected_size} (truncated or padded)"
     if meta.get("offset") != offset:
         return "payload offset does not match the metadata"
     if verify and _payload_crc(npy, offset) != meta.get("crc32"):
@@ -242,8 +245,7 @@ class CachedDataset(Dataset):
     row, and a map's pages count as the process's RSS, so after one epoch every loader process looked ~1.8 GB
     bigger (to ``top`` and to the OOM killer) while reading no faster (measured in docs/performance.md). The file
     is still a plain ``.npy`` that ``np.load(path, mmap_mode="r")`` opens, and the OS page cache keeps it in RAM.
-    The file is opened lazily and re-opened when the process id changes, so every DataLoader worker (forked or
-    spawned) has its own descriptor.
+    Every DataLoader worker (forked or spawned) opens its own descriptor (``PerProcessHandle``).
     """
 
     def __init__(self, cache_path: str | os.PathLike, rows: Sequence[int], labels: Sequence[int]) -> None:
@@ -257,20 +259,15 @@ class CachedDataset(Dataset):
         self.row_bytes = int(np.prod(self.image_shape))
         if len(self.rows) and not (self.rows.min() >= 0 and self.rows.max() < shape[0]):
             raise IndexError(f"{self.cache_path}: rows outside 0..{shape[0] - 1}")
-        self._file: BinaryIO | None = None
-        self._pid: int | None = None
+        self._file: PerProcessHandle[BinaryIO] = PerProcessHandle(
+            functools.partial(open, self.cache_path, "rb", buffering=0)
+        )
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _handle(self) -> BinaryIO:
-        if self._file is None or self._pid != os.getpid():
-            self._file = open(self.cache_path, "rb", buffering=0)  # noqa: SIM115 - lives as long as the dataset
-            self._pid = os.getpid()
-        return self._file
-
     def _read_row(self, row: int, out: np.ndarray) -> None:
-        fh, position = self._handle(), self.offset + row * self.row_bytes
+        fh, position = self._file.get(), self.offset + row * self.row_bytes
         if hasattr(os, "preadv"):
             got = os.preadv(fh.fileno(), [out], position)
         else:  # pragma: no cover - Windows
@@ -291,8 +288,3 @@ class CachedDataset(Dataset):
         for slot in np.argsort(rows, kind="stable"):  # ascending file offsets: kinder to a cold disk
             self._read_row(int(rows[slot]), buffer[slot])
         return images, self.labels[torch.from_numpy(idx)]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_file"], state["_pid"] = None, None  # descriptors never cross process boundaries
-        return state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zipfile
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from pokedex.augment import BatchAugment
 from pokedex.data.archive import DatasetError, DatasetIndex, read_index
 from pokedex.data.cache import CachedDataset, DecodedCache, collate_batch, ensure_cache
+from pokedex.data.handles import PerProcessHandle
 from pokedex.data.sources import DataSource, ensure_dataset
 from pokedex.preprocess import bytes_to_array
 
@@ -25,36 +27,23 @@ log = logging.getLogger(__name__)
 class ZipImageDataset(Dataset):
     """Streams PNG members straight out of the zip; returns (uint8 RGBA tensor 4×S×S, label).
 
-    The ``ZipFile`` handle is opened lazily and re-opened when the process id changes, so each DataLoader
-    worker gets its own handle whether workers are forked or spawned (a shared handle would corrupt reads).
+    Each DataLoader worker opens its own ``ZipFile`` (``PerProcessHandle``), whether workers are forked or spawned.
     """
 
     def __init__(self, zip_path: str | os.PathLike, members: Sequence[tuple[str, int]], image_size: int) -> None:
         self.zip_path = str(zip_path)
         self.members = list(members)
         self.image_size = image_size
-        self._zip: zipfile.ZipFile | None = None
-        self._pid: int | None = None
+        self._zip = PerProcessHandle(functools.partial(zipfile.ZipFile, self.zip_path))
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def _handle(self) -> zipfile.ZipFile:
-        if self._zip is None or self._pid != os.getpid():
-            self._zip = zipfile.ZipFile(self.zip_path)
-            self._pid = os.getpid()
-        return self._zip
-
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         name, label = self.members[i]
-        data = self._handle().read(name)
+        data = self._zip.get().read(name)
         array = bytes_to_array(data, self.image_size, name=f"{self.zip_path}:{name}")
         return torch.from_numpy(array), label
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_zip"], state["_pid"] = None, None  # handles never cross process boundaries
-        return state
 
 
 class PokedexDataModule(L.LightningDataModule):
