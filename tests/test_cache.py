@@ -159,3 +159,11 @@ def test_stale_cache_of_a_rebuilt_zip_is_pruned(tmp_path: Path) -> None:
     assert new.path != old.path and new.path.exists()
     assert not old.path.exists() and not old.path.with_suffix(".json").exists()
     assert kept.path.exists()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_building_leaves_the_global_rng_alone(zip_path: Path, tmp_path: Path, workers: int) -> None:
+    """A seeded run must train the same whether or not it had to build the cache first."""
+    state = torch.get_rng_state()
+    ensure_cache(zip_path, tmp_path, SIZE, workers=workers)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -159,7 +159,9 @@ def _build(zip_path: Path, members: list[str], image_size: int, npy: Path, worke
 
     shape = (len(members), len(CHANNELS), image_size, image_size)
     decoder = ZipImageDataset(zip_path, [(name, 0) for name in members], image_size)
-    loader = DataLoader(decoder, batch_size=256, num_workers=workers, shuffle=False)
+    # Its own generator: a DataLoader draws a seed from the global RNG otherwise, and a training run that had to
+    # build the cache would then initialise and shuffle differently from one that found it built.
+    loader = DataLoader(decoder, batch_size=256, num_workers=workers, shuffle=False, generator=torch.Generator())
     with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
         np.lib.format.write_array_header_1_0(fh, {"descr": "|u1", "fortran_order": False, "shape": shape})
         offset, crc, written = fh.tell(), 0, 0
