@@ -25,7 +25,7 @@ register_resolvers()
 
 @pytest.fixture(scope="session")
 def synthetic_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pokedex.data.synthetic import make_synthetic_zip
+    from pokedex.data.sources.synthetic import make_synthetic_zip
 
     path = tmp_path_factory.mktemp("data") / "synthetic.zip"
     make_synthetic_zip(path, num_classes=6, animations_per_class=4, frames_per_animation=3, image_size=32)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pokedex.export import export_onnx
+from pokedex.inference.onnx_export import export_onnx
 from tests.serve_helpers import Exported, TrainedRun, train_tiny
 
 

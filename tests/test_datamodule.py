@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pokedex.augment import BatchAugment
-from pokedex.data.datamodule import PokedexDataModule, ZipImageDataset
-from pokedex.data.sources import ZipSource
+from pokedex.data.augment import BatchAugment
+from pokedex.data.datamodule import PokedexDataModule
+from pokedex.data.datasets import ZipImageDataset
+from pokedex.data.sources.user_zip import ZipSource
 
 CLASSES = {"Bulbasaur": (60, 180, 120), "Charmander": (240, 120, 40), "Squirtle": (80, 160, 230)}
 COUNTS = {"train": 4, "val": 2, "test": 3}
@@ -111,7 +112,7 @@ def test_limit_classes_keeps_the_first_n(original_layout_zip: Path, tmp_path: Pa
 def test_per_process_handle_reopens_in_a_new_process(tmp_path: Path) -> None:
     import functools
 
-    from pokedex.data.handles import PerProcessHandle
+    from pokedex.data.datasets import PerProcessHandle
 
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")

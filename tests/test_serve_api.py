@@ -16,12 +16,13 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from pokedex.data.datamodule import ZipImageDataset
-from pokedex.predictor import Predictor, load_predictor
+from pokedex.data.datasets import ZipImageDataset
+from pokedex.inference.base import Predictor
+from pokedex.inference.loader import load_predictor
+from pokedex.inference.torch_backend import load_checkpoint
 from pokedex.preprocess import PreprocessSpec, bytes_to_array
 from pokedex.serve import ServeSettings, create_app
 from pokedex.serve.batching import MicroBatcher, QueueFullError
-from pokedex.torch_predictor import load_checkpoint
 from tests.serve_helpers import (
     IMAGE_SIZE,
     Exported,
@@ -312,7 +313,10 @@ def test_metrics(client: TestClient, sprite: bytes) -> None:
     assert "pokedex_batch_size_bucket" in text and "pokedex_inference_duration_seconds_count" in text
     assert "pokedex_model_ready 1.0" in text
     client.get("/no/such/page")
-    assert 'route="other"' in client.get("/metrics").text
+    client.get("/redoc")
+    text = client.get("/metrics").text
+    assert 'route="unmatched",status="404"' in text  # a client's URL never becomes a label
+    assert 'route="/redoc"' in text  # labels come from the matched route, not a hand-kept list
 
 
 # -- other backends and lifecycles ----------------------------------------------------------------------------
@@ -352,7 +356,7 @@ def test_ready_is_503_until_loaded(monkeypatch: pytest.MonkeyPatch, sprite: byte
         assert gate.wait(10)
         return SlowPredictor()
 
-    monkeypatch.setattr("pokedex.serve.app.load_predictor", slow_load)
+    monkeypatch.setattr("pokedex.serve.service.load_predictor", slow_load)
     with TestClient(create_app(ServeSettings(model_path="whatever.onnx"))) as client:
         assert client.get("/health").status_code == 200
         response = client.get("/ready")
@@ -383,7 +387,7 @@ def test_model_that_fails_to_load(tmp_path: Path) -> None:
 
 def test_slow_inference_does_not_block_the_event_loop(monkeypatch: pytest.MonkeyPatch, sprite: bytes) -> None:
     fake = SlowPredictor(delay=1.0)
-    monkeypatch.setattr("pokedex.serve.app.load_predictor", lambda path, threads=None: fake)
+    monkeypatch.setattr("pokedex.serve.service.load_predictor", lambda path, threads=None: fake)
     with TestClient(create_app(ServeSettings(model_path="slow.onnx", warmup=False))) as client:
         for _ in range(200):
             if client.get("/ready").status_code == 200:

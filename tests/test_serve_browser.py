@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 
-from pokedex.predictor import load_predictor
+from pokedex.inference.loader import load_predictor
 from pokedex.preprocess import bytes_to_array
 from pokedex.serve import ServeSettings, create_app
 from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes

@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from pokedex.evaluate import evaluate
-from pokedex.model import CHECKPOINT_KEY, PretrainedWeightsError, create_backbone, load_classifier, read_checkpoint
+from pokedex.model.backbone import PretrainedWeightsError, create_backbone
+from pokedex.model.checkpoint import load_classifier, read_checkpoint
+from pokedex.model.classifier import CHECKPOINT_KEY
 from pokedex.train import train
 from tests.conftest import run_module, synthetic_overrides
 
