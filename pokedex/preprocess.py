@@ -6,9 +6,10 @@ Two halves, so the expensive half runs once:
   image is fitted (never upscaled) and centred on a transparent square canvas, and the colour of fully
   transparent pixels is zeroed so hidden palette colours can't leak into the model. Datasets, the decoded
   cache and the HTTP service all call it; nothing else converts images.
-* ``normalize`` maps a ``uint8`` batch to the float input of the backbone. It lives inside the model's
-  ``forward`` (and therefore inside the exported ONNX graph), so a served model receives exactly the bytes
-  a trained one did.
+* ``PreprocessSpec`` records the input size, channel order and normalisation; the normalisation itself runs
+  inside the model's ``forward`` (``pokedex.model.classifier.normalize``, and therefore inside the exported
+  ONNX graph), so a served model receives exactly the bytes a trained one did. No torch here: the serving
+  image has none.
 """
 
 from __future__ import annotations
@@ -16,13 +17,10 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-if TYPE_CHECKING:  # torch stays optional: the ONNX serving image has none
-    import torch
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -143,13 +141,3 @@ def bytes_to_array(
         raise
     except Exception as exc:
         raise ImageError(f"{name}: cannot convert {image.mode} image ({exc})") from exc
-
-
-def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
-    """uint8 (or [0, 1] float) NCHW batch → normalised float input of the backbone."""
-    import torch
-
-    x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
-    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - mean) / std

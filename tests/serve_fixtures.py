@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pokedex.inference.onnx_export import export_onnx
-from tests.serve_helpers import Exported, TrainedRun, train_tiny
+from tests.helpers.serving import Exported, TrainedRun, train_tiny
 
 
 @pytest.fixture(scope="session")

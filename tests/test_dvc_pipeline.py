@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers.hydra import REPO
 
 STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 # Values of params.yaml that no stage tracks, because they change how fast things run, never what they produce.

@@ -17,7 +17,7 @@ from pokedex.inference.loader import load_predictor
 from pokedex.inference.onnx_export import ExportError, export_onnx, parity_max_diff
 from pokedex.inference.torch_backend import ProbabilityModel, load_checkpoint
 from pokedex.io import file_sha256
-from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun
 
 pytest_plugins = ["tests.serve_fixtures"]
 
@@ -125,7 +125,7 @@ def test_int8_quantisation(trained: TrainedRun, tmp_path: Path) -> None:
 def test_evaluate_judges_the_exported_file(exported: Exported, trained: TrainedRun, tmp_path: Path) -> None:
     """``pokedex.evaluate`` on the .onnx gives the checkpoint's numbers: the served file is what was measured."""
     from pokedex.evaluate import evaluate
-    from tests.conftest import compose_config
+    from tests.helpers.hydra import compose_config
 
     def run(model: Path, *extra: str) -> dict:
         overrides = [f"ckpt_path={model}", "num_workers=0", f"output_dir={tmp_path / model.name}", *extra]

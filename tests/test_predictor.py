@@ -15,7 +15,7 @@ from pokedex.inference.loader import load_predictor
 from pokedex.inference.onnx_backend import OnnxPredictor
 from pokedex.inference.torch_backend import TorchPredictor
 from pokedex.preprocess import bytes_to_array
-from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes
 
 pytest_plugins = ["tests.serve_fixtures"]
 

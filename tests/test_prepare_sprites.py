@@ -12,7 +12,7 @@ import pytest
 
 from pokedex.data.archive import read_index
 from pokedex.prepare import prepare
-from tests.conftest import run_module
+from tests.helpers.hydra import run_module
 from tests.test_sources import make_fake_tarballs
 from tests.test_user_zip import make_zip, split_layout
 

@@ -23,15 +23,8 @@ from pokedex.inference.torch_backend import load_checkpoint
 from pokedex.preprocess import PreprocessSpec, bytes_to_array
 from pokedex.serve import ServeSettings, create_app
 from pokedex.serve.batching import MicroBatcher, QueueFullError
-from tests.serve_helpers import (
-    IMAGE_SIZE,
-    Exported,
-    TrainedRun,
-    encode,
-    png_header_only,
-    serving,
-    sprite_bytes,
-)
+from tests.helpers.images import encode, png_header_only
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun, free_port, serving, sprite_bytes, wait_http_ready
 
 pytest_plugins = ["tests.serve_fixtures"]
 
@@ -463,7 +456,7 @@ def test_micro_batcher_errors_and_backpressure() -> None:
 # -- the entry point ------------------------------------------------------------------------------------------
 def test_entry_point_refuses_missing_model(tmp_path: Path) -> None:
     from pokedex.serve.__main__ import main as serve_main
-    from tests.conftest import compose_config
+    from tests.helpers.hydra import compose_config
 
     cfg = compose_config("serve", [f"model_path={tmp_path / 'nope.onnx'}"], tmp_path / "run")
     with pytest.raises(SystemExit, match=r"model_path=.*nope.onnx not found"):
@@ -472,27 +465,18 @@ def test_entry_point_refuses_missing_model(tmp_path: Path) -> None:
 
 def test_entry_point_serves(exported: Exported, sprite: bytes, tmp_path: Path) -> None:
     """``python -m pokedex.serve model_path=... port=...`` as a user runs it, on a free loopback port."""
-    import socket
     import subprocess
     import sys
 
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "pokedex.serve", f"model_path={exported.onnx}", f"port={port}",
            f"hydra.run.dir={tmp_path}", "access_log=false"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_http_ready(url, process=proc)
         response = httpx.post(f"{url}/predict", files={"file": ("s.png", sprite, "image/png")}, timeout=10)
         assert response.status_code == 200 and len(response.json()["predictions"]) == 5
     finally:

@@ -18,7 +18,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from pokedex.model.backbone import create_backbone
-from pokedex.preprocess import PreprocessSpec, normalize
+from pokedex.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
         # model scoring 0 on both), after which top-5 silently reports top-1.
         compute_groups=False,
     )
+
+
+def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 (or [0, 1] float) NCHW batch → normalised float input of the backbone."""
+    x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 class PokedexClassifier(L.LightningModule):

@@ -17,6 +17,7 @@ from pokedex.serve.settings import ServeSettings
 log = logging.getLogger("pokedex.serve")
 register_resolvers()
 
+
 def _register_schema() -> None:
     """``ServeSettings`` as the schema + defaults of serve.yaml (writable: the dataclass itself is frozen)."""
     schema = OmegaConf.structured(ServeSettings)
