@@ -44,4 +44,3 @@ def ensure_dataset(source: DataSource, out_path: str | os.PathLike, *, force: bo
             )
         log.info("%s was built from other inputs; rebuilding", out)
     return source.build(out)
-

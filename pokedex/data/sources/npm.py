@@ -96,5 +96,3 @@ def obtain_npm_tarball(package: str, integrity: str, download_dir: str | os.Path
             )
         os.replace(packed, target)
     return target
-
-

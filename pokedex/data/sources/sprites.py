@@ -301,5 +301,3 @@ class SpriteSource:
             frames_distinct=distinct,
             bytes=total_bytes,
         )
-
-
