@@ -125,3 +125,38 @@ def test_same_semantics_for_cache_and_streaming(tmp_path: Path) -> None:
     assert len(cached) == len(streamed) > 1
     for a, b in zip(cached, streamed, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["solid", "gradient", "noise", "other"])
+def test_background_makes_every_pixel_opaque_and_keeps_the_sprite(kind: str) -> None:
+    x = _sprites(8)
+    out = BatchAugment(**NO_GEOMETRY, brightness=0, contrast=0, background_p=1.0, backgrounds=(kind,))(
+        x, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.all(out[:, 3] == 1.0)  # alpha dropped: an opaque picture, as a screenshot is
+    solid = x[:, 3:] == 255
+    torch.testing.assert_close(out[:, :3] * solid, x[:, :3].float() / 255 * solid)  # the sprite itself untouched
+    background = (x[:, 3:] == 0).expand(-1, 3, -1, -1)
+    assert out[:, :3][background].std() > 0.05  # transparent pixels got a background, not all black
+
+
+def test_background_fraction_and_determinism() -> None:
+    x = _sprites(64)
+    augment = BatchAugment(**NO_GEOMETRY, brightness=0, contrast=0, background_p=0.5)
+    a, b = (augment(x, generator=torch.Generator().manual_seed(7)) for _ in range(2))
+    torch.testing.assert_close(a, b)
+    opaque = (a[:, 3] == 1.0).flatten(1).all(dim=1).float().mean()
+    assert 0.3 < opaque < 0.7
+    with pytest.raises(ValueError, match="backgrounds"):
+        BatchAugment(backgrounds=("photo",))
+
+
+def test_degrade_softens_edges_but_keeps_range() -> None:
+    x = _sprites(8)
+    out = BatchAugment(**NO_GEOMETRY, brightness=0, contrast=0, degrade_p=1.0)(
+        x, generator=torch.Generator().manual_seed(0)
+    )
+    assert out.min() >= 0 and out.max() <= 1
+    alpha = out[:, 3]
+    assert ((alpha > 0) & (alpha < 1)).any()  # soft edges, as a blurred or resampled upload has
+    assert torch.all(out[:, :3] * (alpha == 0).unsqueeze(1) == 0)  # still no colour hidden under alpha 0

@@ -29,6 +29,7 @@ STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 SPEED_ONLY = {
     "task",
     "data.num_workers",
+    "data.eval_batch_size",
     "data.pin_memory",
     "data.persistent_workers",
     "data.prefetch_factor",

@@ -2,16 +2,25 @@
 
 Applied in ``PokedexDataModule.on_after_batch_transfer`` to uint8 batches from *any* loader (zip streaming or
 the decoded cache), so both paths share one implementation and, on a GPU, the work happens on the GPU.
-Hue is never touched: colour is what tells a Pikachu from a Raichu's shiny cousin.
+
+Besides geometry and brightness/contrast, it teaches what real uploads look like (docs/robustness.md): sprites
+``degrade``d like thumbnails and JPEGs (blur, down-then-up sampling, noise) and composited onto an opaque
+``background`` (a solid colour, a gradient, noise, or another sprite of the batch) with the alpha channel
+dropped: the pictures whose background the preprocessing cannot remove. Hue is never touched: colour is what
+tells a Pikachu from a Raichu's shiny cousin.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+Uniform = Callable[[float, float], torch.Tensor]
+BACKGROUNDS = ("solid", "gradient", "noise", "other")
 
 
 @dataclass
@@ -22,6 +31,14 @@ class BatchAugment:
     rotate_deg: float = 8.0
     brightness: float = 0.1  # multiplicative, RGB only, opaque pixels only
     contrast: float = 0.1
+    degrade_p: float = 0.0  # fraction of the batch blurred / resampled / noised (before any background)
+    background_p: float = 0.0  # fraction composited onto an opaque background, alpha dropped
+    backgrounds: tuple[str, ...] = BACKGROUNDS
+
+    def __post_init__(self) -> None:
+        unknown = set(self.backgrounds) - set(BACKGROUNDS)
+        if unknown or not self.backgrounds:
+            raise ValueError(f"data.augment.backgrounds: choose from {BACKGROUNDS}, got {list(self.backgrounds)}")
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """uint8 or [0, 1] float NCHW RGBA → augmented float NCHW in [0, 1]."""
@@ -34,9 +51,13 @@ class BatchAugment:
         x = self._geometry(x, uniform)
         if self.brightness or self.contrast:
             x = self._colour(x, uniform)
+        if self.degrade_p:
+            x = self._degrade(x, uniform, generator)
+        if self.background_p:
+            x = self._background(x, uniform, generator)
         return x
 
-    def _geometry(self, x: torch.Tensor, uniform) -> torch.Tensor:
+    def _geometry(self, x: torch.Tensor, uniform: Uniform) -> torch.Tensor:
         flip = torch.where(uniform(0.0, 1.0) < self.hflip_p, -1.0, 1.0)
         if self.scale == (1.0, 1.0) and not self.translate and not self.rotate_deg:
             return torch.where(flip.view(-1, 1, 1, 1) < 0, x.flip(-1), x)
@@ -54,7 +75,7 @@ class BatchAugment:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
-    def _colour(self, x: torch.Tensor, uniform) -> torch.Tensor:
+    def _colour(self, x: torch.Tensor, uniform: Uniform) -> torch.Tensor:
         rgb, alpha = x[:, :3], x[:, 3:]
         opaque = (alpha > 0).float()
         area = opaque.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
@@ -64,3 +85,39 @@ class BatchAugment:
         c = uniform(1 - self.contrast, 1 + self.contrast).view(-1, 1, 1, 1)
         rgb = ((rgb - mean) * c + mean) * b
         return torch.cat([rgb.clamp(0.0, 1.0) * opaque, alpha], dim=1)
+
+    def _degrade(self, x: torch.Tensor, uniform: Uniform, generator: torch.Generator | None) -> torch.Tensor:
+        """A thumbnail blown up or an out-of-focus copy: down-then-up sampling by 1/3..1 (premultiplied, so
+        edges soften into transparency as a real blur does) and mild noise on the colours."""
+        chosen = (uniform(0.0, 1.0) < self.degrade_p).view(-1, 1, 1, 1)
+        size = x.shape[-1]
+        factor = float(uniform(1 / 3, 0.9)[0])  # one factor per batch: interpolate takes one output size
+        small = max(4, round(size * factor))
+        alpha = x[:, 3:]
+        premultiplied = torch.cat([x[:, :3] * alpha, alpha], dim=1)
+        soft = F.interpolate(F.interpolate(premultiplied, size=small, mode="area"), size=size, mode="bilinear")
+        soft_alpha = soft[:, 3:].clamp(0.0, 1.0)
+        noise = torch.randn(x[:, :3].shape, generator=generator).to(x.device) * 0.02
+        rgb = (soft[:, :3] / soft_alpha.clamp_min(1e-3) + noise).clamp(0.0, 1.0) * (soft_alpha > 0)
+        return torch.where(chosen, torch.cat([rgb, soft_alpha], dim=1), x)
+
+    def _background(self, x: torch.Tensor, uniform: Uniform, generator: torch.Generator | None) -> torch.Tensor:
+        """Composite onto an opaque background of a random kind and drop the alpha channel (alpha = 1)."""
+        n, _, height, width = x.shape
+        kinds = [BACKGROUNDS.index(k) for k in self.backgrounds]
+        pick = torch.tensor(kinds)[torch.randint(len(kinds), (n,), generator=generator)].to(x.device)
+        colours = uniform(0.0, 1.0)  # consumes n numbers; 6 more rows below give two RGB colours per sample
+        start, end = (torch.rand(n, 3, 1, 1, generator=generator).to(x.device) for _ in range(2))
+        ramp = torch.linspace(0.0, 1.0, width, device=x.device).view(1, 1, 1, width)
+        ramp = torch.where(colours.view(-1, 1, 1, 1) < 0.5, ramp, ramp.transpose(-1, -2).expand(1, 1, height, width))
+        coarse = torch.rand(n, 3, max(2, height // 8), max(2, width // 8), generator=generator).to(x.device)
+        noise = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        other = x.roll(1, dims=0)
+        other = other[:, :3] * other[:, 3:] + start * (1 - other[:, 3:])  # another sprite on a solid colour
+        options = torch.stack([start.expand(n, 3, height, width), start + (end - start) * ramp, noise, other])
+        background = options[pick, torch.arange(n, device=x.device)]
+        alpha = x[:, 3:]
+        flat = x[:, :3] * alpha + background * (1 - alpha)
+        opaque = torch.cat([flat, torch.ones_like(alpha)], dim=1)
+        chosen = (uniform(0.0, 1.0) < self.background_p).view(-1, 1, 1, 1)
+        return torch.where(chosen, opaque, x)
