@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from pokedex.config import CONFIG_PATH, register_resolvers
 from pokedex.evaluation import reports
 from pokedex.evaluation.metrics import Evaluation
+from pokedex.evaluation.suite import run_suite, summarize
 from pokedex.inference.base import Predictor
 from pokedex.inference.loader import load_predictor
 from pokedex.io import write_json_atomic
@@ -79,6 +80,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.output_dir)
     names = model.class_names
     metrics = {**evaluation.summary(), "split": cfg.split, "checkpoint": str(cfg.ckpt_path), "backend": model.backend}
+    if cfg.get("suite") and cfg.get("suite_images"):
+        members = datamodule.load_index().split(cfg.split)
+        suite = run_suite(model, datamodule.zip_path, members, instantiate(cfg.suite), limit=cfg.suite_images)
+        metrics["suite"] = {"conditions": suite, **summarize(suite)}
+        reports.plot_suite(suite, out / "suite.png")
     write_json_atomic(out / "metrics.json", metrics)
     reports.write_per_class_csv(evaluation, names, out / "per_class.csv")
     reports.write_confusion_csv(evaluation, names, out / "confusion.csv")

@@ -9,12 +9,15 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from pokedex.config import CONFIG_PATH, register_resolvers
+from pokedex.evaluation.suite import run_suite, summarize
+from pokedex.inference.loader import load_predictor
 from pokedex.io import write_json_atomic
 from pokedex.model.checkpoint import read_checkpoint
 
@@ -63,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
     epochs, global_step = _progress(trainer)
+    suite = _robustness(cfg, best_path, datamodule, loggers) if trainer.is_global_zero else {}
     summary = {
         "best_checkpoint": _relative_to(best_path, output_dir),  # the run directory moves (dvc pull, copies)
         "best_val_top1": float(best_val) if best_val is not None else fit_metrics.get("val/top1"),
@@ -70,6 +74,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": global_step,
         "fit": fit_metrics,
         "test": test_metrics,
+        "suite": suite,
     }
     if trainer.is_global_zero:  # with ddp_spawn this is the launching process, after the workers joined
         write_json_atomic(output_dir / "metrics.json", summary)
@@ -77,6 +82,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "best val top-1 %.4f; test %s; outputs in %s", summary["best_val_top1"] or 0.0, test_metrics, output_dir
         )
     return summary
+
+
+def _robustness(cfg: DictConfig, best_path: str | None, datamodule: Any, loggers: list[Any]) -> dict[str, Any]:
+    """The best checkpoint on the robustness suite (docs/robustness.md): every run measures real uploads too."""
+    if not (cfg.get("suite") and cfg.get("suite_images") and best_path and cfg.get("test", True)):
+        return {}
+    predictor = load_predictor(best_path, device="cuda" if torch.cuda.is_available() else "cpu")
+    test = datamodule.load_index().split("test")
+    results = run_suite(predictor, datamodule.zip_path, test, instantiate(cfg.suite), limit=cfg.suite_images)
+    flat = {f"suite/{name}/{k}": r[k] for name, r in results.items() for k in ("top1", "top5")}
+    for lg in loggers:
+        lg.log_metrics(flat)
+        lg.save()
+    return {"conditions": results, **summarize(results)}
 
 
 def _relative_to(path: str | None, root: Path) -> str | None:

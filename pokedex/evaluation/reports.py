@@ -81,3 +81,21 @@ def plot_mistakes(
     if len(indices) == 0:
         axes.flat[0].set_title("no mistakes")
     return _save_figure(fig, path)
+
+
+def plot_suite(results: dict[str, dict[str, float]], path: Path) -> Path:
+    """Top-1 and top-5 per robustness condition, clean first: where the model breaks at a glance."""
+    names = list(results)
+    top1 = [results[n]["top1"] for n in names]
+    top5 = [results[n]["top5"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(names)), 4.0))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, top1, width=0.4, label="top-1")
+    ax.bar(x + 0.2, top5, width=0.4, label="top-5", alpha=0.6)
+    ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Robustness suite ({int(results[names[0]]['images'])} images per condition)" if names else "")
+    ax.legend(loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    return _save_figure(fig, path)
