@@ -46,7 +46,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 PREPROCESS_VERSION = 2  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 ANALYSIS_SIZE = 128  # background estimation runs on a box-averaged copy at most this big (speed)
-BACKGROUND_TOLERANCE = 24  # max per-channel difference from the border colour that still counts as background
+BACKGROUND_TOLERANCE = 32  # max per-channel difference from the border colour (JPEG q75 ringing stays under)
 BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border colour to estimate a background
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
