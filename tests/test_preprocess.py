@@ -269,3 +269,11 @@ def test_input_facts_are_json_ready() -> None:
     facts = image_to_canonical(flatten(make_sprite(), (0, 0, 0)), 32)[1]
     assert json.loads(json.dumps(facts.to_dict()))["background_colour"] == [0, 0, 0]
     assert 0.2 < facts.foreground_fraction < 0.6
+
+
+def test_canonical_arrays_are_fixed_points() -> None:
+    """Re-preprocessing a canonical array (a prepared PNG read back at the same size) changes nothing."""
+    big = make_sprite().resize((320, 320), Image.Resampling.NEAREST).rotate(17, Image.Resampling.BICUBIC, expand=True)
+    for image in (make_sprite(), big, flatten(make_sprite(), (0, 0, 0))):
+        array = image_to_array(image, 48)
+        assert np.array_equal(image_to_array(Image.fromarray(array.transpose(1, 2, 0)), 48), array)
