@@ -191,6 +191,13 @@ def _edges(grid: np.ndarray) -> np.ndarray:
     return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
 
 
+def _border(rgb: Image.Image) -> np.ndarray:
+    """The outermost pixels of an RGB image as (n, 3), read as four one-pixel strips (no full-size copy)."""
+    width, height = rgb.size
+    strips = ((0, 0, width, 1), (0, height - 1, width, height), (0, 0, 1, height), (width - 1, 0, width, height))
+    return np.concatenate([np.asarray(rgb.crop(box)).reshape(-1, 3) for box in strips])
+
+
 def _drop_specks(foreground: np.ndarray) -> np.ndarray:
     """Forget isolated blobs of a few cells (8-connected): palette dithering and compression noise, not content."""
     labels, _ = ndimage.label(foreground, structure=np.ones((3, 3), dtype=bool))
@@ -202,20 +209,21 @@ def _drop_specks(foreground: np.ndarray) -> np.ndarray:
 def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     """Find a uniform background connected to the border of an opaque image (uploads flattened onto a colour).
 
-    Works on a box-averaged copy of at most ``ANALYSIS_SIZE`` px (≈0.5 ms for 512², JPEG noise averages out):
-    the border colour is the per-channel median of the border; if at least ``BORDER_UNIFORMITY`` of the border
-    matches it, every region of matching colour that touches the border (scipy's C connected-component
-    labelling, 4-connected) is background. Matching regions *enclosed* by content (a white Pokémon's belly
-    behind its outline) stay content. A busy border, or no content left, gives ``foreground=None``.
+    The border colour is the per-channel median of the image's outermost pixels; unless at least
+    ``BORDER_UNIFORMITY`` of them match it (a busy border), nothing is estimated. Then, on a box-averaged copy
+    of at most ``ANALYSIS_SIZE`` px (fast; JPEG noise averages out), every region of matching colour that touches
+    the border (scipy's C connected-component labelling, 4-connected) is background. Matching regions
+    *enclosed* by content (a white Pokémon's belly behind its outline) stay content. A busy border, or no
+    content left, gives ``foreground=None``.
     """
     rgb = _to_rgb(rgb)
     factor = max(1, math.ceil(max(rgb.size) / ANALYSIS_SIZE))
-    pixels = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
-    border = _edges(pixels)
+    border = _border(rgb)  # full resolution: averaging would make noise look uniform
     red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
     colour = (red, green, blue)
     if _similar(border, colour).mean() < BORDER_UNIFORMITY:
         return BackgroundEstimate(None, factor, None)
+    pixels = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
     labels, count = ndimage.label(_similar(pixels, colour))
     touching = np.zeros(count + 1, dtype=bool)
     touching[_edges(labels)] = True
