@@ -251,11 +251,11 @@ def _refine(pixels: np.ndarray, in_cells: np.ndarray, colour: tuple[int, int, in
     """
     passable = _similar(pixels, colour) | ~in_cells
     labels, count = ndimage.label(passable)
-    background = np.zeros(count + 1, dtype=bool)
-    background[labels[~in_cells]] = True
-    background[_edges(labels)] = True
-    background[0] = False
-    return np.where(background[labels], 0, 255).astype(np.uint8)
+    alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
+    alpha[labels[~in_cells]] = 0
+    alpha[_edges(labels)] = 0
+    alpha[0] = 255
+    return alpha[labels]
 
 
 def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputFacts]:
