@@ -6,8 +6,9 @@ HTTP upload, so content finding and background estimation must stay cheap (budge
 one core). Times, on constructed 512² images, ``estimate_background`` alone, the whole ``image_to_array`` and a
 baseline measured in the same run: version 1's fit-only path (Lanczos fit + paste on a transparent canvas).
 ``bg step`` adds the full-resolution refinement and crop of the private ``_content_from_estimate``.
-One thread; each figure is the best of ``--repeat`` rounds of ``--number`` calls (the machine may be shared,
-the best round is the least disturbed one).
+One thread; each figure is the best of ``--repeat`` rounds of ``--number`` calls, timed in CPU time of this
+process (``time.process_time``): on a shared machine wall time also counts the waits for a core, and the best
+round is the least disturbed one. With one thread, CPU time equals wall time on an idle machine.
 
     python scripts/bench_preprocess.py
     python scripts/bench_preprocess.py --size 1024 --image-size 128 64 --repeat 9
@@ -22,6 +23,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import io  # noqa: E402
+import time  # noqa: E402
 import timeit  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
@@ -76,7 +78,7 @@ def fit_only(image: Image.Image, image_size: int) -> np.ndarray:
 def best_ms(call: Callable[[], object], repeat: int, number: int) -> float:
     """Milliseconds per call of the fastest round."""
     call()  # warm-up (imports, first allocation)
-    return min(timeit.repeat(call, repeat=repeat, number=number)) / number * 1e3
+    return min(timeit.repeat(call, repeat=repeat, number=number, timer=time.process_time)) / number * 1e3
 
 
 def main() -> None:
@@ -86,7 +88,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--number", type=int, default=40)
     args = parser.parse_args()
-    print(f"{args.size}² uploads, one thread, best of {args.repeat} × {args.number} calls (ms/image)")
+    print(f"{args.size}² uploads, one thread, best of {args.repeat} × {args.number} calls (CPU ms/image)")
     header = f"{'case':<28}{'S':>5}{'estimate':>10}{'bg step':>9}{'v2 total':>10}{'v1 fit':>9}{'v2/v1':>7}"
     print(header, "-" * len(header), sep="\n")
     for name, image in cases(args.size).items():
