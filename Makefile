@@ -57,9 +57,11 @@ test-slow: $(STAMP) ## run the slow end-to-end tests
 	$(PY) -m pytest -m slow $(ARGS)
 
 .PHONY: lint
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint + format check, import-linter layer contracts, vulture dead-code check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/vulture
 
 .PHONY: format
 format: $(STAMP) ## apply ruff fixes and formatting

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,52 +20,18 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from pokedex import reports
 from pokedex.config import CONFIG_PATH, register_resolvers
+from pokedex.evaluation import reports
+from pokedex.evaluation.metrics import Evaluation
+from pokedex.inference.base import Predictor
+from pokedex.inference.loader import load_predictor
 from pokedex.io import write_json_atomic
-from pokedex.metrics import Evaluation
-from pokedex.model import load_classifier
-from pokedex.predictor import OnnxPredictor
 
 log = logging.getLogger(__name__)
 register_resolvers()
 
-Scorer = Callable[[np.ndarray], np.ndarray]
-"""A canonical uint8 (N, 4, S, S) batch → float32 probabilities (N, C)."""
 
-
-@dataclass
-class LoadedModel:
-    """What evaluation needs from a model file, whichever runtime executes it."""
-
-    score: Scorer
-    class_names: list[str]
-    image_size: int
-    backend: str
-    data: DictConfig | None  # the data it was trained on, when the file records it
-
-
-def torch_scorer(model: torch.nn.Module, device: str) -> Scorer:
-    model.to(device).eval()
-
-    def score(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(batch).to(device)).float().softmax(dim=1).cpu().numpy()
-
-    return score
-
-
-def load_model(path: str | Path, device: str) -> LoadedModel:
-    """``.onnx`` → ONNX Runtime (CPU); anything else → the Lightning checkpoint on ``device``."""
-    if Path(path).suffix.lower() == ".onnx":
-        predictor = OnnxPredictor.from_path(path)
-        return LoadedModel(predictor.predict_arrays, predictor.class_names, predictor.spec.image_size, "onnx", None)
-    model = load_classifier(path)
-    data = OmegaConf.create(model.resolved_config.get("data", {})) or None
-    return LoadedModel(torch_scorer(model, device), model.class_names, model.spec.image_size, "torch", data)
-
-
-def collect(score: Scorer, loader: torch.utils.data.DataLoader) -> tuple[np.ndarray, ...]:
+def collect(score: Callable[[np.ndarray], np.ndarray], loader: torch.utils.data.DataLoader) -> tuple[np.ndarray, ...]:
     """Probabilities, labels and the uint8 images (kept for the mistakes grid) of a whole split."""
     probs, labels, images = [], [], []
     for batch, target in loader:
@@ -77,34 +42,38 @@ def collect(score: Scorer, loader: torch.utils.data.DataLoader) -> tuple[np.ndar
     return np.concatenate(probs), np.concatenate(labels), np.concatenate(images)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    device = (
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
-    )
-    model = load_model(cfg.ckpt_path, device)
-    data_cfg = cfg.get("data") or model.data
+def _device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _datamodule(cfg: DictConfig, model: Predictor):
+    """The data to judge ``model`` on: ``data=...`` if given, else what the model file says it was trained on."""
+    data_cfg = cfg.get("data") or (OmegaConf.create(model.data_config) if model.data_config else None)
     if not data_cfg:
         raise ValueError(
             f"{cfg.ckpt_path}: the model file carries no data config; pass the data it was trained on, "
             "e.g. data=sprites (the input size comes from the model)"
         )
     datamodule = instantiate(
-        data_cfg,
-        augment=None,
-        num_workers=cfg.num_workers,
-        eval_batch_size=cfg.batch_size,
-        image_size=model.image_size,
-    )
+        data_cfg, augment=None, num_workers=cfg.num_workers, eval_batch_size=cfg.batch_size,
+        image_size=model.spec.image_size,
+    )  # fmt: skip
     datamodule.prepare_data()
     if datamodule.class_names != model.class_names:
         raise ValueError(
-            f"{cfg.ckpt_path}: the model's {len(model.class_names)} classes differ from the data's "
+            f"{cfg.ckpt_path}: the model's {model.num_classes} classes differ from the data's "
             f"{datamodule.num_classes} classes in {datamodule.zip_path}; evaluate on the data it was trained on"
         )
+    return datamodule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    model = load_predictor(cfg.ckpt_path, device=_device(cfg.device))
+    datamodule = _datamodule(cfg, model)
     loader = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader}[cfg.split]()
-    probs, labels, images = collect(model.score, loader)
+    probs, labels, images = collect(model.predict_arrays, loader)
     evaluation = Evaluation(probs, labels)
 
     out = Path(cfg.output_dir)

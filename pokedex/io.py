@@ -1,7 +1,8 @@
-"""Atomic writes: a crash or a full disk never leaves a half-written artifact behind."""
+"""File I/O every layer shares: atomic writes (a crash never leaves a half-written artifact) and file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -51,3 +52,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> hashlib._Hash:
+    """Digest of a file's bytes, read in chunks (datasets and models are too big to read at once)."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, algorithm)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file: how datasets, caches, checkpoints and ONNX models are identified."""
+    return file_digest(path, "sha256").hexdigest()

@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from pokedex.config import register_resolvers
+from pokedex.config import CONFIG_PATH, register_resolvers
 from pokedex.data.archive import DatasetIndex
 from pokedex.data.sources import ensure_dataset
 
@@ -46,7 +46,7 @@ def prepare(cfg: DictConfig) -> DatasetIndex:
     return index
 
 
-@hydra.main(config_path="../conf", config_name="prepare", version_base="1.3")
+@hydra.main(config_path=CONFIG_PATH, config_name="prepare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     prepare(cfg)
 

@@ -18,9 +18,10 @@ Two halves, so the expensive half runs once:
 
   ``image_to_canonical`` returns the same array plus ``InputFacts`` (was there transparency, how was the
   background found, how much of the picture is foreground) for serving telemetry, without a second pass.
-* ``normalize`` maps a ``uint8`` batch to the float input of the backbone. It lives inside the model's
-  ``forward`` (and therefore inside the exported ONNX graph), so a served model receives exactly the bytes
-  a trained one did.
+* ``PreprocessSpec`` records the input size, channel order and normalisation; the normalisation itself runs
+  inside the model's ``forward`` (``pokedex.model.classifier.normalize``, and therefore inside the exported
+  ONNX graph), so a served model receives exactly the bytes a trained one did. No torch here: the serving
+  image has none.
 
 Any change to the output of ``image_to_array`` must bump ``PREPROCESS_VERSION``: datasets, caches, checkpoints
 and ONNX sidecars record it (through ``PreprocessSpec``) so stale artifacts are detected, not trusted.
@@ -32,14 +33,11 @@ import io
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
-
-if TYPE_CHECKING:  # torch stays optional: the ONNX serving image has none
-    import torch
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -111,8 +109,12 @@ class InputFacts:
     background_colour: tuple[int, int, int] | None = None  # the estimated border colour, if any
 
     def to_dict(self) -> dict[str, Any]:
-        colour = None if self.background_colour is None else list(self.background_colour)
-        return {**asdict(self), "background_colour": colour}
+        return {
+            "had_transparency": self.had_transparency,
+            "background": self.background,
+            "foreground_fraction": self.foreground_fraction,
+            "background_colour": None if self.background_colour is None else list(self.background_colour),
+        }
 
 
 class BackgroundEstimate(NamedTuple):
@@ -341,13 +343,3 @@ def bytes_to_array(
 ) -> np.ndarray:
     """Untrusted encoded bytes → canonical array, with every failure reported as an ``ImageError``."""
     return bytes_to_canonical(data, image_size, max_pixels=max_pixels, name=name)[0]
-
-
-def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
-    """uint8 (or [0, 1] float) NCHW batch → normalised float input of the backbone."""
-    import torch
-
-    x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
-    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    return (x - mean) / std

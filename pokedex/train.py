@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pokedex.config import CONFIG_PATH, register_resolvers
 from pokedex.io import write_json_atomic
-from pokedex.model import read_checkpoint
+from pokedex.model.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 register_resolvers()

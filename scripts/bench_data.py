@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train import datamodule, naive_loader, resolve_zip
 
-from pokedex.augment import BatchAugment
 from pokedex.data.archive import read_index
+from pokedex.data.augment import BatchAugment
 
 PATHS = ("naive", "zip", "cache")
 

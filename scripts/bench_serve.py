@@ -37,8 +37,8 @@ def baseline_app(ckpt: str) -> "FastAPI":
     import torch
     from fastapi import FastAPI, File, UploadFile
 
+    from pokedex.inference.torch_backend import ProbabilityModel, load_checkpoint
     from pokedex.preprocess import bytes_to_array
-    from pokedex.torch_predictor import ProbabilityModel, load_checkpoint
 
     classifier, _ = load_checkpoint(ckpt)
     model = ProbabilityModel(classifier).eval()
@@ -214,12 +214,12 @@ def main() -> None:
     ckpt = args.ckpt or train_throwaway(workdir, args.image_size)
     onnx_path = args.onnx
     if onnx_path is None:
-        from pokedex.export import export_onnx
+        from pokedex.inference.onnx_export import export_onnx
 
         onnx_path = workdir / "model.onnx"
         print(f"exporting {ckpt} → {onnx_path} ...", flush=True)
         export_onnx(ckpt, onnx_path, quantize=args.int8)
-    from pokedex.predictor import load_predictor
+    from pokedex.inference.loader import load_predictor
 
     size = load_predictor(onnx_path).spec.image_size
     payloads = sprites(size)

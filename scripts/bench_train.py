@@ -40,8 +40,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pokedex.augment import BatchAugment  # noqa: E402
 from pokedex.data.archive import read_index  # noqa: E402
+from pokedex.data.augment import BatchAugment  # noqa: E402
 from pokedex.data.datamodule import PokedexDataModule  # noqa: E402
 
 MODES = ("compute", "augment", "naive", "zip", "cache")
@@ -56,7 +56,7 @@ def resolve_zip(args: argparse.Namespace) -> Path:
         return Path(args.zip)
     if DEFAULT_ZIP.exists():
         return DEFAULT_ZIP
-    from pokedex.data.synthetic import make_synthetic_zip
+    from pokedex.data.sources.synthetic import make_synthetic_zip
 
     path = Path(args.cache_dir) / f"bench-synthetic-{args.image_size}px.zip"
     if not path.exists():
@@ -193,7 +193,7 @@ def child_pids(parent: int) -> list[int]:
 
 # -- one mode, in a child process ----------------------------------------------------------------------------
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    from pokedex.model import PokedexClassifier
+    from pokedex.model.classifier import PokedexClassifier
 
     model = PokedexClassifier(
         name=args.model,

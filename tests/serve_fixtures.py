@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pokedex.export import export_onnx
-from tests.serve_helpers import Exported, TrainedRun, train_tiny
+from pokedex.inference.onnx_export import export_onnx
+from tests.helpers.serving import Exported, TrainedRun, train_tiny
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pokedex.augment import BatchAugment
+from pokedex.data.augment import BatchAugment
 from pokedex.data.datamodule import PokedexDataModule
-from pokedex.data.synthetic import make_synthetic_zip
+from pokedex.data.sources.synthetic import make_synthetic_zip
 
 SIZE = 32
 NO_GEOMETRY = {"hflip_p": 0.0, "scale": (1.0, 1.0), "translate": 0.0, "rotate_deg": 0.0}

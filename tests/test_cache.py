@@ -11,9 +11,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from pokedex.data.archive import read_index
-from pokedex.data.cache import CachedDataset, cache_key, collate_batch, ensure_cache
-from pokedex.data.datamodule import PokedexDataModule, ZipImageDataset
-from pokedex.data.synthetic import make_synthetic_zip
+from pokedex.data.cache import cache_key, ensure_cache
+from pokedex.data.datamodule import PokedexDataModule
+from pokedex.data.datasets import CachedDataset, ZipImageDataset, collate_batch
+from pokedex.data.sources.synthetic import make_synthetic_zip
 
 SIZE = 32
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -10,22 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from pokedex.augment import BatchAugment
-from pokedex.data.datamodule import PokedexDataModule, ZipImageDataset
-from pokedex.data.sources import ZipSource
+from pokedex.data.augment import BatchAugment
+from pokedex.data.datamodule import PokedexDataModule
+from pokedex.data.datasets import ZipImageDataset
+from pokedex.data.sources.user_zip import ZipSource
+from tests.helpers.images import png_bytes
 
 CLASSES = {"Bulbasaur": (60, 180, 120), "Charmander": (240, 120, 40), "Squirtle": (80, 160, 230)}
 COUNTS = {"train": 4, "val": 2, "test": 3}
-
-
-def _png(colour: tuple[int, int, int], size: int = 128) -> bytes:
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    image.paste(Image.new("RGBA", (40, 40), (*colour, 255)), (44, 44))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +27,7 @@ def original_layout_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for split, count in COUNTS.items():
             for name, colour in CLASSES.items():
                 for i in range(count):
-                    zf.writestr(f"{split}/{name}/{i}.png", _png(colour))
+                    zf.writestr(f"{split}/{name}/{i}.png", png_bytes(colour, size=128, square=40))
     return path
 
 
@@ -111,7 +103,7 @@ def test_limit_classes_keeps_the_first_n(original_layout_zip: Path, tmp_path: Pa
 def test_per_process_handle_reopens_in_a_new_process(tmp_path: Path) -> None:
     import functools
 
-    from pokedex.data.handles import PerProcessHandle
+    from pokedex.data.datasets import PerProcessHandle
 
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")

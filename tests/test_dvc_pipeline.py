@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers.hydra import REPO
 
 STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
 # Values of params.yaml that no stage tracks, because they change how fast things run, never what they produce.
@@ -330,7 +330,8 @@ def test_dvc_repro_end_to_end(small_repo: Path) -> None:
 
 @pytest.mark.slow
 def test_exp_run_new_learning_rate_reruns_only_train_evaluate_export(small_repo: Path) -> None:
-    from pokedex.model import CHECKPOINT_KEY, read_checkpoint
+    from pokedex.model.checkpoint import read_checkpoint
+    from pokedex.model.classifier import CHECKPOINT_KEY
 
     git(small_repo, "add", "-A")
     git(small_repo, "commit", "-qm", "baseline", "--allow-empty")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +12,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pokedex.config import CONFIG_PATH
-from pokedex.data.archive import file_sha256
-from pokedex.export import ExportError, export_onnx, parity_max_diff
 from pokedex.export import main as export_main
-from pokedex.predictor import load_predictor
-from pokedex.torch_predictor import ProbabilityModel, load_checkpoint
-from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun
+from pokedex.inference.loader import load_predictor
+from pokedex.inference.onnx_export import ExportError, export_onnx, parity_max_diff
+from pokedex.inference.torch_backend import ProbabilityModel, load_checkpoint
+from pokedex.io import file_sha256
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun
 
 pytest_plugins = ["tests.serve_fixtures"]
 
@@ -124,7 +125,7 @@ def test_int8_quantisation(trained: TrainedRun, tmp_path: Path) -> None:
 def test_evaluate_judges_the_exported_file(exported: Exported, trained: TrainedRun, tmp_path: Path) -> None:
     """``pokedex.evaluate`` on the .onnx gives the checkpoint's numbers: the served file is what was measured."""
     from pokedex.evaluate import evaluate
-    from tests.conftest import compose_config
+    from tests.helpers.hydra import compose_config
 
     def run(model: Path, *extra: str) -> dict:
         overrides = [f"ckpt_path={model}", "num_workers=0", f"output_dir={tmp_path / model.name}", *extra]
@@ -136,5 +137,12 @@ def test_evaluate_judges_the_exported_file(exported: Exported, trained: TrainedR
     for key in ("top1", "top5", "macro_f1", "samples"):
         assert onnx_metrics[key] == pytest.approx(torch_metrics[key], abs=1e-6), key
     assert onnx_metrics["ece"] == pytest.approx(torch_metrics["ece"], abs=1e-4)
+    # The sidecar records the training data, so no data=... is needed; without that record it must be asked for.
+    assert run(exported.onnx)["top1"] == pytest.approx(torch_metrics["top1"], abs=1e-6)
+    bare = tmp_path / "bare" / "model.onnx"
+    bare.parent.mkdir()
+    shutil.copy(exported.onnx, bare)
+    sidecar = {k: v for k, v in exported.sidecar.items() if k != "data"}
+    (bare.parent / "model.json").write_text(json.dumps(sidecar))
     with pytest.raises(ValueError, match=r"model.onnx: the model file carries no data config; pass .*data=sprites"):
-        run(exported.onnx)
+        run(bare)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pokedex.model import PokedexClassifier, _metrics
-from pokedex.schedules import one_cycle, warmup_cosine
+from pokedex.model.classifier import PokedexClassifier, classification_metrics
+from pokedex.model.schedules import one_cycle, warmup_cosine
 
 
 def test_top5_is_not_merged_with_top1_after_an_all_wrong_first_batch() -> None:
-    metrics = _metrics(649, "val/")
+    metrics = classification_metrics(649, "val/")
     metrics.update(torch.zeros(4, 649), torch.tensor([600, 601, 602, 603]))  # 0 for top-1 and top-5 alike
     logits = torch.randn(64, 649)
     labels = logits.topk(5).indices[:, 3]  # always 4th-best: wrong for top-1, right for top-5

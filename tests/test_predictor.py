@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from pokedex.predictor import OnnxPredictor, PredictorError, load_predictor
+from pokedex.inference.base import PredictorError
+from pokedex.inference.loader import load_predictor
+from pokedex.inference.onnx_backend import OnnxPredictor
+from pokedex.inference.torch_backend import TorchPredictor
 from pokedex.preprocess import bytes_to_array
-from pokedex.torch_predictor import TorchPredictor
-from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes
 
 pytest_plugins = ["tests.serve_fixtures"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from pokedex.data.archive import read_index
 from pokedex.prepare import prepare
-from tests.conftest import run_module
+from tests.helpers.hydra import run_module
 from tests.test_sources import make_fake_tarballs
 from tests.test_user_zip import make_zip, split_layout
 
@@ -33,7 +33,7 @@ def test_prepare_sprites_then_noop(tmp_path: Path, hydra_config, capsys: pytest.
     fake = make_fake_tarballs(tmp_path / "raw")
     out = tmp_path / "data" / "pokemon.zip"
     cfg = hydra_config("prepare", sprite_overrides(fake, out), tmp_path / "run")
-    assert cfg.data.source._target_ == "pokedex.data.sources.SpriteSource" and cfg.force is False
+    assert cfg.data.source._target_ == "pokedex.data.sources.sprites.SpriteSource" and cfg.force is False
 
     index = prepare(cfg)
     printed = capsys.readouterr().out

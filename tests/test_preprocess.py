@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from pokedex.model.classifier import normalize
 from pokedex.preprocess import (
     ALPHA_VISIBLE,
     PREPROCESS_VERSION,
@@ -23,15 +22,9 @@ from pokedex.preprocess import (
     estimate_background,
     image_to_array,
     image_to_canonical,
-    normalize,
     open_image,
 )
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options: int) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+from tests.helpers.images import encode, png_header_only
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "1"])
@@ -84,20 +77,10 @@ def test_gif_uses_first_frame() -> None:
     assert array[0, 4, 4] > 200 and array[1, 4, 4] < 50
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A few hundred bytes that claim a huge image: decoding it would need gigabytes."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"")) + _chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("side", [2_000, 100_000])  # below and above Pillow's own bomb threshold
 def test_decompression_bomb_rejected_before_decoding(side: int) -> None:
     with pytest.raises(ImageTooLargeError, match=rf"upload: .*{side * side} pixels.* limit .*1000000 pixels"):
-        open_image(_png_header_only(side, side), max_pixels=1_000_000, name="upload")
+        open_image(png_header_only(side, side), max_pixels=1_000_000, name="upload")
 
 
 @pytest.mark.parametrize(

@@ -16,21 +16,15 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from pokedex.data.datamodule import ZipImageDataset
-from pokedex.predictor import Predictor, load_predictor
+from pokedex.data.datasets import ZipImageDataset
+from pokedex.inference.base import Predictor
+from pokedex.inference.loader import load_predictor
+from pokedex.inference.torch_backend import load_checkpoint
 from pokedex.preprocess import PreprocessSpec, bytes_to_array
 from pokedex.serve import ServeSettings, create_app
 from pokedex.serve.batching import MicroBatcher, QueueFullError
-from pokedex.torch_predictor import load_checkpoint
-from tests.serve_helpers import (
-    IMAGE_SIZE,
-    Exported,
-    TrainedRun,
-    encode,
-    png_header_only,
-    serving,
-    sprite_bytes,
-)
+from tests.helpers.images import encode, png_header_only
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun, free_port, serving, sprite_bytes, wait_http_ready
 
 pytest_plugins = ["tests.serve_fixtures"]
 
@@ -312,7 +306,10 @@ def test_metrics(client: TestClient, sprite: bytes) -> None:
     assert "pokedex_batch_size_bucket" in text and "pokedex_inference_duration_seconds_count" in text
     assert "pokedex_model_ready 1.0" in text
     client.get("/no/such/page")
-    assert 'route="other"' in client.get("/metrics").text
+    client.get("/redoc")
+    text = client.get("/metrics").text
+    assert 'route="unmatched",status="404"' in text  # a client's URL never becomes a label
+    assert 'route="/redoc"' in text  # labels come from the matched route, not a hand-kept list
 
 
 # -- other backends and lifecycles ----------------------------------------------------------------------------
@@ -352,7 +349,7 @@ def test_ready_is_503_until_loaded(monkeypatch: pytest.MonkeyPatch, sprite: byte
         assert gate.wait(10)
         return SlowPredictor()
 
-    monkeypatch.setattr("pokedex.serve.app.load_predictor", slow_load)
+    monkeypatch.setattr("pokedex.serve.service.load_predictor", slow_load)
     with TestClient(create_app(ServeSettings(model_path="whatever.onnx"))) as client:
         assert client.get("/health").status_code == 200
         response = client.get("/ready")
@@ -383,7 +380,7 @@ def test_model_that_fails_to_load(tmp_path: Path) -> None:
 
 def test_slow_inference_does_not_block_the_event_loop(monkeypatch: pytest.MonkeyPatch, sprite: bytes) -> None:
     fake = SlowPredictor(delay=1.0)
-    monkeypatch.setattr("pokedex.serve.app.load_predictor", lambda path, threads=None: fake)
+    monkeypatch.setattr("pokedex.serve.service.load_predictor", lambda path, threads=None: fake)
     with TestClient(create_app(ServeSettings(model_path="slow.onnx", warmup=False))) as client:
         for _ in range(200):
             if client.get("/ready").status_code == 200:
@@ -459,7 +456,7 @@ def test_micro_batcher_errors_and_backpressure() -> None:
 # -- the entry point ------------------------------------------------------------------------------------------
 def test_entry_point_refuses_missing_model(tmp_path: Path) -> None:
     from pokedex.serve.__main__ import main as serve_main
-    from tests.conftest import compose_config
+    from tests.helpers.hydra import compose_config
 
     cfg = compose_config("serve", [f"model_path={tmp_path / 'nope.onnx'}"], tmp_path / "run")
     with pytest.raises(SystemExit, match=r"model_path=.*nope.onnx not found"):
@@ -468,27 +465,18 @@ def test_entry_point_refuses_missing_model(tmp_path: Path) -> None:
 
 def test_entry_point_serves(exported: Exported, sprite: bytes, tmp_path: Path) -> None:
     """``python -m pokedex.serve model_path=... port=...`` as a user runs it, on a free loopback port."""
-    import socket
     import subprocess
     import sys
 
     import httpx
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "pokedex.serve", f"model_path={exported.onnx}", f"port={port}",
            f"hydra.run.dir={tmp_path}", "access_log=false"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_http_ready(url, process=proc)
         response = httpx.post(f"{url}/predict", files={"file": ("s.png", sprite, "image/png")}, timeout=10)
         assert response.status_code == 200 and len(response.json()["predictions"]) == 5
     finally:

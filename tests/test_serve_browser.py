@@ -5,19 +5,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 
-from pokedex.predictor import load_predictor
+from pokedex.inference.loader import load_predictor
 from pokedex.preprocess import bytes_to_array
 from pokedex.serve import ServeSettings, create_app
-from tests.serve_helpers import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes
+from tests.helpers.serving import IMAGE_SIZE, Exported, TrainedRun, sprite_bytes, wait_http_ready
 
 pytest_plugins = ["tests.serve_fixtures"]
 
@@ -61,16 +59,7 @@ def server_url(exported: Exported) -> Iterator[str]:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not become ready")
-            time.sleep(0.05)
+        wait_http_ready(url)
         yield url
     finally:
         server.should_exit = True

@@ -8,18 +8,18 @@ full environment, serves it from the torch-free one with uvicorn on 127.0.0.1 an
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.helpers.images import png_bytes
+from tests.helpers.serving import free_port, wait_http_ready
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +54,6 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
     reply = httpx.get(url, timeout=timeout)
     return reply.status_code, reply.content
@@ -68,16 +62,6 @@ def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 def _post_files(url: str, field: str, files: list[tuple[str, bytes]], timeout: float = 30.0) -> tuple[int, bytes]:
     reply = httpx.post(url, files=[(field, (name, data, "image/png")) for name, data in files], timeout=timeout)
     return reply.status_code, reply.content
-
-
-def _png(colour: tuple[int, int, int, int], size: int = 40) -> bytes:
-    from PIL import Image
-
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    image.paste(Image.new("RGBA", (size // 2, size // 2), colour), (size // 4, size // 4))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +128,7 @@ def exported_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_torch_free_venv_serves_the_exported_model(serving_venv: tuple[Path, Path], exported_model: Path):
     venv, app = serving_venv
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     log = (exported_model.parent / "serve.log").open("w")
@@ -154,25 +138,18 @@ def test_torch_free_venv_serves_the_exported_model(serving_venv: tuple[Path, Pat
         cwd=app, env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        # /health answers at once; /ready once the model is loaded and warmed up in the background.
-        deadline = time.monotonic() + 120
-        seen: dict[str, int | None] = {"/health": None, "/ready": None}
-        for route in seen:
-            while time.monotonic() < deadline and server.poll() is None:
-                try:
-                    seen[route], _ = _get(f"{base}{route}", timeout=2)
-                except httpx.TransportError:  # not listening yet
-                    seen[route] = None
-                if seen[route] == 200:
-                    break
-                time.sleep(0.5)
-        log.flush()
-        assert seen == {"/health": 200, "/ready": 200}, (
-            f"{seen}; the server's log:\n{(exported_model.parent / 'serve.log').read_text()}"
-        )
+        # /ready once the model is loaded and warmed up in the background; /health answers all along.
+        try:
+            wait_http_ready(base, process=server, timeout=120)
+        except AssertionError as exc:
+            log.flush()
+            raise AssertionError(
+                f"{exc}; the server's log:\n{(exported_model.parent / 'serve.log').read_text()}"
+            ) from None
+        assert _get(f"{base}/health")[0] == 200
 
         class_names = json.loads(exported_model.with_suffix(".json").read_text())["class_names"]
-        status, body = _post_files(f"{base}/predict", "file", [("red.png", _png((220, 30, 30, 255)))])
+        status, body = _post_files(f"{base}/predict", "file", [("red.png", png_bytes((220, 30, 30, 255)))])
         assert status == 200, body
         predictions = json.loads(body)["predictions"]
         assert len(predictions) == min(5, len(class_names))
@@ -180,7 +157,7 @@ def test_torch_free_venv_serves_the_exported_model(serving_venv: tuple[Path, Pat
         probabilities = [p["probability"] for p in predictions]
         assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
 
-        pngs = [("a.png", _png((30, 200, 30, 255))), ("b.png", _png((30, 30, 200, 255), size=64))]
+        pngs = [("a.png", png_bytes((30, 200, 30, 255))), ("b.png", png_bytes((30, 30, 200, 255), size=64))]
         status, body = _post_files(f"{base}/predict/batch?top_k=2", "files", pngs)
         assert status == 200, body
         results = json.loads(body)["results"]

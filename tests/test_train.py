@@ -10,9 +10,11 @@ import torch
 import yaml
 
 from pokedex.evaluate import evaluate
-from pokedex.model import CHECKPOINT_KEY, PretrainedWeightsError, create_backbone, load_classifier, read_checkpoint
+from pokedex.model.backbone import PretrainedWeightsError, create_backbone
+from pokedex.model.checkpoint import load_classifier, read_checkpoint
+from pokedex.model.classifier import CHECKPOINT_KEY
 from pokedex.train import train
-from tests.conftest import run_module, synthetic_overrides
+from tests.helpers.hydra import run_module, synthetic_overrides
 
 
 @pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
@@ -27,7 +29,7 @@ def test_fast_dev_run(model: str, synthetic_zip: Path, tmp_path: Path, hydra_con
 
 @pytest.fixture(scope="module")
 def trained_run(synthetic_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import compose_config
+    from tests.helpers.hydra import compose_config
 
     out = tmp_path_factory.mktemp("run")
     cfg = compose_config("train", synthetic_overrides(synthetic_zip, "trainer.max_epochs=1", "logger=csv"), out)

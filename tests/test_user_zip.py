@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pokedex.data.archive import DatasetError, file_sha256, read_index
-from pokedex.data.sources import ZipSource, ensure_dataset
+from pokedex.data.archive import DatasetError, read_index
+from pokedex.data.sources import ensure_dataset
+from pokedex.data.sources.user_zip import ZipSource
+from pokedex.io import file_sha256
 
 CLASSES = ["Pikachu", "Nidoran♀", "Mr. Mime"]
 

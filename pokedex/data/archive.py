@@ -11,7 +11,7 @@ import json
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,16 +127,3 @@ def write_dataset_zip(
         index = DatasetIndex(classes=list(classes), members=members, meta=meta)
         zf.writestr(_entry(INDEX_NAME), index.to_json())
     return index
-
-
-def iter_members(zip_path: str | os.PathLike) -> Iterator[zipfile.ZipInfo]:
-    with zipfile.ZipFile(zip_path) as zf:
-        yield from zf.infolist()
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -13,7 +13,6 @@ Rows follow the order of ``index.json``'s members (all splits), so each split is
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -23,15 +22,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import DataLoader
 
-from pokedex.data.archive import file_sha256, read_index
-from pokedex.data.handles import PerProcessHandle
-from pokedex.io import atomic_path, write_json_atomic
+from pokedex.data.archive import read_index
+from pokedex.data.datasets import CachedDataset, ZipImageDataset, read_npy_header
+from pokedex.io import atomic_path, file_sha256, write_json_atomic
 from pokedex.preprocess import CHANNELS
 
 log = logging.getLogger(__name__)
@@ -81,18 +80,6 @@ def _payload_crc(path: Path, offset: int) -> int:
     return crc
 
 
-def _read_header(npy: Path) -> tuple[tuple[int, ...], int]:
-    """(shape, byte offset of the data) of a C-order uint8 ``.npy`` file; ValueError for anything else."""
-    with open(npy, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if fortran or dtype != np.uint8:
-            raise ValueError(f"expected a C-order uint8 array, got dtype {dtype} fortran_order={fortran}")
-        return tuple(shape), fh.tell()
-
 
 def _check(npy: Path, meta_path: Path, expected: dict[str, Any], verify: bool) -> str | None:
     """Why the cache at ``npy`` cannot be trusted, or None when it can."""
@@ -105,7 +92,7 @@ def _check(npy: Path, meta_path: Path, expected: dict[str, Any], verify: bool) -
     if {k: meta.get(k) for k in expected} != expected:
         return "metadata does not match this zip / image size / cache version"
     try:
-        shape, offset = _read_header(npy)
+        shape, offset = read_npy_header(npy)
     except (OSError, ValueError) as exc:
         return f"bad header ({exc})"
     if list(shape) != expected["shape"]:
@@ -155,8 +142,6 @@ def _lock(path: Path) -> Iterator[None]:
 
 def _build(zip_path: Path, members: list[str], image_size: int, npy: Path, workers: int) -> tuple[int, int]:
     """Decode every member with the shared decoder into a temp file, then rename it over ``npy``."""
-    from pokedex.data.datamodule import ZipImageDataset  # the one streaming decoder; imported late (no cycle)
-
     shape = (len(members), len(CHANNELS), image_size, image_size)
     decoder = ZipImageDataset(zip_path, [(name, 0) for name in members], image_size)
     # Its own generator: a DataLoader draws a seed from the global RNG otherwise, and a training run that had to
@@ -221,72 +206,3 @@ def ensure_cache(
         log.info("decoded cache built in %.1f s (%.0f images/s)", seconds, len(members) / max(seconds, 1e-9))
         _prune_stale(cache_dir, npy, source, image_size)
     return DecodedCache(npy, key, rows)
-
-
-def _empty_batch(shape: tuple[int, ...]) -> torch.Tensor:
-    """A uint8 batch buffer; in a DataLoader worker it is allocated in shared memory (as ``default_collate``
-    does), so the batch is not copied a second time on its way to the main process."""
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    if not hasattr(torch.UntypedStorage, "_new_shared"):  # private API that default_collate uses; be safe
-        return torch.empty(shape, dtype=torch.uint8).share_memory_()
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
-
-
-def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``CachedDataset.__getitems__`` already returns a stacked batch; a DataLoader must pass it through."""
-    return batch
-
-
-class CachedDataset(Dataset):
-    """Rows of the decoded cache with their labels; ``__getitems__`` reads a whole batch straight into one buffer.
-
-    Use with ``collate_fn=collate_batch``. Rows are read with ``preadv`` rather than through a memory map: on
-    kernels whose page cache uses large folios (ext4 on Linux 6.x) each fault of a map pulls in far more than the
-    row, and a map's pages count as the process's RSS, so after one epoch every loader process looked ~1.8 GB
-    bigger (to ``top`` and to the OOM killer) while reading no faster (measured in docs/performance.md). The file
-    is still a plain ``.npy`` that ``np.load(path, mmap_mode="r")`` opens, and the OS page cache keeps it in RAM.
-    Every DataLoader worker (forked or spawned) opens its own descriptor (``PerProcessHandle``).
-    """
-
-    def __init__(self, cache_path: str | os.PathLike, rows: Sequence[int], labels: Sequence[int]) -> None:
-        if len(rows) != len(labels):
-            raise ValueError("rows and labels must have the same length")
-        self.cache_path = str(cache_path)
-        self.rows = np.asarray(rows, dtype=np.int64)
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        shape, self.offset = _read_header(Path(self.cache_path))
-        self.image_shape = tuple(shape[1:])
-        self.row_bytes = int(np.prod(self.image_shape))
-        if len(self.rows) and not (self.rows.min() >= 0 and self.rows.max() < shape[0]):
-            raise IndexError(f"{self.cache_path}: rows outside 0..{shape[0] - 1}")
-        self._file: PerProcessHandle[BinaryIO] = PerProcessHandle(
-            functools.partial(open, self.cache_path, "rb", buffering=0)
-        )
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _read_row(self, row: int, out: np.ndarray) -> None:
-        fh, position = self._file.get(), self.offset + row * self.row_bytes
-        if hasattr(os, "preadv"):
-            got = os.preadv(fh.fileno(), [out], position)
-        else:  # pragma: no cover - Windows
-            fh.seek(position)
-            got = fh.readinto(out)
-        if got != self.row_bytes:
-            raise OSError(f"{self.cache_path}: short read at row {row} (file changed underneath?)")
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        images, labels = self.__getitems__([i])
-        return images[0], int(labels[0])
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64)
-        rows = self.rows[idx]
-        images = _empty_batch((len(idx), *self.image_shape))
-        buffer = images.numpy()
-        for slot in np.argsort(rows, kind="stable"):  # ascending file offsets: kinder to a cold disk
-            self._read_row(int(rows[slot]), buffer[slot])
-        return images, self.labels[torch.from_numpy(idx)]

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import zipfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,43 +10,20 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pokedex.augment import BatchAugment
 from pokedex.data.archive import DatasetError, DatasetIndex, read_index
-from pokedex.data.cache import CachedDataset, DecodedCache, collate_batch, ensure_cache
-from pokedex.data.handles import PerProcessHandle
+from pokedex.data.augment import BatchAugment
+from pokedex.data.cache import DecodedCache, ensure_cache
+from pokedex.data.datasets import CachedDataset, ZipImageDataset, collate_batch
 from pokedex.data.sources import DataSource, ensure_dataset
-from pokedex.preprocess import bytes_to_array
 
 log = logging.getLogger(__name__)
-
-
-class ZipImageDataset(Dataset):
-    """Streams PNG members straight out of the zip; returns (uint8 RGBA tensor 4×S×S, label).
-
-    Each DataLoader worker opens its own ``ZipFile`` (``PerProcessHandle``), whether workers are forked or spawned.
-    """
-
-    def __init__(self, zip_path: str | os.PathLike, members: Sequence[tuple[str, int]], image_size: int) -> None:
-        self.zip_path = str(zip_path)
-        self.members = list(members)
-        self.image_size = image_size
-        self._zip = PerProcessHandle(functools.partial(zipfile.ZipFile, self.zip_path))
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        name, label = self.members[i]
-        data = self._zip.get().read(name)
-        array = bytes_to_array(data, self.image_size, name=f"{self.zip_path}:{name}")
-        return torch.from_numpy(array), label
 
 
 class PokedexDataModule(L.LightningDataModule):
     """Builds the dataset zip if needed (``prepare_data``), then serves uint8 batches.
 
-    ``path`` and ``on_bad_image`` are the user-facing options of ``data=zip``; they are consumed by
-    ``source`` in the config and only recorded here. ``cache=True`` decodes the zip once into
+    ``path`` and ``on_bad_image`` are accepted only so that ``data.path=`` / ``data.on_bad_image=`` stay the
+    user's overrides for ``data=zip``: the config hands them to ``source``, and this class never reads them. ``cache=True`` decodes the zip once into
     ``cache_dir`` (see ``pokedex.data.cache``) and reads whole batches from it instead of decoding PNGs.
     """
 
@@ -84,7 +57,7 @@ class PokedexDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.limit_classes = limit_classes
         self.augment = augment
-        self.user_path, self.on_bad_image = path, on_bad_image
+        del path, on_bad_image  # consumed by `source` through the config (see the class docstring)
         self.cache, self.cache_dir = cache, Path(cache_dir)
         self.decoded: DecodedCache | None = None
         self.index: DatasetIndex | None = None
@@ -158,9 +131,6 @@ class PokedexDataModule(L.LightningDataModule):
         return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:

@@ -7,13 +7,25 @@ from pathlib import Path
 
 import hydra
 import uvicorn
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from pokedex.config import CONFIG_PATH, register_resolvers
-from pokedex.serve.app import ServeSettings, create_app
+from pokedex.serve.app import create_app
+from pokedex.serve.settings import ServeSettings
 
 log = logging.getLogger("pokedex.serve")
 register_resolvers()
+
+
+def _register_schema() -> None:
+    """``ServeSettings`` as the schema + defaults of serve.yaml (writable: the dataclass itself is frozen)."""
+    schema = OmegaConf.structured(ServeSettings)
+    OmegaConf.set_readonly(schema, False)
+    ConfigStore.instance().store(name="serve_settings", node=schema)
+
+
+_register_schema()
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="serve", version_base="1.3")
@@ -24,14 +36,14 @@ def main(cfg: DictConfig) -> None:
             f"serve: model_path={settings.model_path} not found. Export one with "
             "`python -m pokedex.export ckpt_path=<best.ckpt>` or pass a .ckpt/.onnx file."
         )
-    log.info("serving %s on http://%s:%s", settings.model_path, cfg.host, cfg.port)
+    log.info("serving %s on http://%s:%s", settings.model_path, settings.host, settings.port)
     uvicorn.run(
         create_app(settings),
-        host=cfg.host,
-        port=int(cfg.port),
-        log_level=str(cfg.log_level),
-        access_log=bool(cfg.access_log),
-        timeout_keep_alive=int(cfg.timeout_keep_alive),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_keep_alive=settings.timeout_keep_alive,
     )
 
 

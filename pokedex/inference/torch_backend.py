@@ -1,4 +1,4 @@
-"""The PyTorch backend of ``pokedex.predictor``: kept apart so the ONNX-only serving image needs no torch."""
+"""The PyTorch backend: a Lightning checkpoint served eagerly. Kept apart so the ONNX serving image needs no torch."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from pokedex.data.archive import file_sha256
-from pokedex.model import PokedexClassifier, load_classifier
-from pokedex.predictor import Predictor, PredictorError
+from pokedex.inference.base import Predictor, PredictorError
+from pokedex.io import file_sha256
+from pokedex.model.checkpoint import load_classifier
+from pokedex.model.classifier import PokedexClassifier
 
 
 def load_checkpoint(path: str | Path) -> tuple[PokedexClassifier, dict[str, Any]]:
@@ -37,16 +38,19 @@ class ProbabilityModel(torch.nn.Module):
 
 
 class TorchPredictor(Predictor):
-    """Eager PyTorch on the CPU, straight from a Lightning checkpoint."""
+    """Eager PyTorch straight from a Lightning checkpoint, on the CPU or a GPU."""
 
     backend = "torch"
 
-    def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
+    def __init__(self, model: torch.nn.Module, *, device: str = "cpu", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.model = model.eval()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, threads: int | None = None) -> TorchPredictor:
+    def from_checkpoint(
+        cls, path: str | Path, *, threads: int | None = None, device: str | None = None
+    ) -> TorchPredictor:
         """``threads`` sets torch's (process-wide) intra-op thread count; None leaves it alone."""
         path = Path(path)
         classifier, meta = load_checkpoint(path)
@@ -54,14 +58,17 @@ class TorchPredictor(Predictor):
             torch.set_num_threads(threads)
         return cls(
             ProbabilityModel(classifier),
+            device=device or "cpu",
             name=meta["model_name"],
             class_names=list(meta["class_names"]),
             spec=classifier.spec,
             sha256=file_sha256(path),
             path=path,
+            data_config=(meta.get("config") or {}).get("data"),
         )
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         batch = self.check_batch(batch)
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).numpy().astype(np.float32, copy=False)
+            probs = self.model(torch.from_numpy(batch).to(self.device, non_blocking=True))
+            return probs.cpu().numpy().astype(np.float32, copy=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+from pokedex.evaluation.metrics import confusion_matrix, row_normalised
 
 
 class LogValidationImages(L.Callback):
@@ -69,9 +70,7 @@ class LogValidationImages(L.Callback):
                 )
             else:
                 lg.experiment.add_images("val/samples", images, trainer.global_step, dataformats="NCHW")
-                matrix = np.zeros((len(names), len(names)), dtype=np.float32)
-                np.add.at(matrix, (targets, preds), 1)
-                matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+                matrix = row_normalised(confusion_matrix(targets, preds, len(names)))
                 lg.experiment.add_image("val/confusion_matrix", matrix[None], trainer.global_step, dataformats="CHW")
 
 

@@ -1,24 +1,23 @@
-"""Helpers for the export / predictor / serving tests (the fixtures built on them are in serve_fixtures.py)."""
+"""Helpers for the export / predictor / serving tests (the fixtures built on them are in tests/serve_fixtures.py)."""
 
 from __future__ import annotations
 
-import io
-import struct
+import socket
+import subprocess
 import time
 import zipfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from pokedex.data.archive import read_index
 from pokedex.serve import ServeSettings, create_app
-from tests.conftest import compose_config, synthetic_overrides
+from tests.helpers.hydra import compose_config, synthetic_overrides
 
 IMAGE_SIZE = 32
 
@@ -65,23 +64,29 @@ def sprite_bytes(zip_path: Path, split: str = "test", n: int = 1) -> list[tuple[
         return [(m.path, zf.read(m.path)) for m in members]
 
 
-def encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A ~60-byte PNG whose header claims ``width``×``height`` RGBA pixels: a decompression bomb, cheaply."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+def wait_http_ready(url: str, *, process: subprocess.Popen | None = None, timeout: float = 60.0) -> None:
+    """Poll ``GET {url}/ready`` until 200; fail early if ``process`` (the server) exits, or at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:  # not listening yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} did not become ready within {timeout:.0f} s")
 
 
 def wait_ready(client: TestClient, timeout: float = 60.0) -> None:
+    """The in-process variant for a ``TestClient``: also fails at once when the model failed to load."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         response = client.get("/ready")

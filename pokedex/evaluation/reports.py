@@ -12,8 +12,8 @@ matplotlib.use("Agg")  # headless: never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from pokedex.evaluation.metrics import Evaluation, row_normalised
 from pokedex.io import write_bytes_atomic, write_text_atomic
-from pokedex.metrics import Evaluation
 
 
 def _save_figure(fig: plt.Figure, path: Path) -> Path:
@@ -45,8 +45,7 @@ def write_confusion_csv(evaluation: Evaluation, class_names: list[str], path: Pa
 
 
 def plot_confusion(evaluation: Evaluation, class_names: list[str], path: Path) -> Path:
-    matrix = evaluation.confusion().astype(float)
-    matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    matrix = row_normalised(evaluation.confusion())
     n = len(class_names)
     size = min(24.0, 4.0 + n * 0.25)
     fig, ax = plt.subplots(figsize=(size, size))

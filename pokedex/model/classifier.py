@@ -1,4 +1,4 @@
-"""The LightningModule: a 4-channel timm backbone with normalisation inside ``forward``.
+"""The LightningModule: a 4-channel timm backbone (``backbone.py``) with normalisation inside ``forward``.
 
 Because ``forward`` takes the canonical uint8 RGBA batch and normalises it itself, the exported ONNX graph and
 the served model apply exactly the preprocessing that training did. Checkpoints carry class names, the
@@ -8,59 +8,26 @@ preprocessing spec and the resolved config under the ``"pokedex"`` key, so nothi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
-import timm
 import torch
 import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from pokedex.preprocess import PreprocessSpec, normalize
+from pokedex.model.backbone import create_backbone
+from pokedex.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "pokedex"
+CHECKPOINT_KEY = "pokedex"  # where the self-describing metadata lives inside a checkpoint
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-class PretrainedWeightsError(RuntimeError):
-    """Pretrained weights were asked for but cannot be found offline."""
-
-
-def create_backbone(
-    name: str, num_classes: int, *, pretrained: bool | str = False, drop_rate: float = 0.0
-) -> torch.nn.Module:
-    """timm model with ``in_chans=4``; ``pretrained`` is False, True (HF cache / hub) or a local weights file."""
-    if not timm.is_model(name):
-        raise ValueError(f"model.name={name!r} is not a timm model; see `timm.list_models()` for valid names")
-    kwargs: dict[str, Any] = {"in_chans": 4, "num_classes": num_classes, "drop_rate": drop_rate}
-    if isinstance(pretrained, str | os.PathLike) and str(pretrained) not in ("", "false", "False"):
-        path = Path(pretrained)
-        if not path.is_file():
-            raise PretrainedWeightsError(f"model.pretrained={path}: file not found")
-        # timm adapts the first conv to 4 channels and drops a mismatched classifier for us.
-        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
-        return timm.create_model(name, pretrained=True, **kwargs)
-    if pretrained:
-        try:
-            return timm.create_model(name, pretrained=True, **kwargs)
-        except Exception as exc:  # offline: huggingface_hub / urllib errors of many kinds
-            raise PretrainedWeightsError(
-                f"could not load pretrained weights for {name!r} ({type(exc).__name__}: {exc}). This machine may be "
-                "offline. Either download them elsewhere and pass a local file with "
-                "`model.pretrained=/path/to/weights.safetensors` (or .pth), put them in the Hugging Face cache "
-                "(HF_HOME), or train from scratch with `model.pretrained=false`."
-            ) from exc
-    return timm.create_model(name, pretrained=False, **kwargs)
-
-
-def _metrics(num_classes: int, prefix: str) -> MetricCollection:
+def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     top_k = min(5, num_classes)
     return MetricCollection(
         {
@@ -73,6 +40,14 @@ def _metrics(num_classes: int, prefix: str) -> MetricCollection:
         # model scoring 0 on both), after which top-5 silently reports top-1.
         compute_groups=False,
     )
+
+
+def normalize(batch: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    """uint8 (or [0, 1] float) NCHW batch → normalised float input of the backbone."""
+    x = batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch.float()
+    mean = torch.tensor(spec.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
 
 
 class PokedexClassifier(L.LightningModule):
@@ -107,8 +82,8 @@ class PokedexClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
-        self.val_metrics = _metrics(len(self.class_names), "val/")
-        self.test_metrics = _metrics(len(self.class_names), "test/")
+        self.val_metrics = classification_metrics(len(self.class_names), "val/")
+        self.test_metrics = classification_metrics(len(self.class_names), "test/")
         self.resolved_config: dict[str, Any] = {}
 
     # -- forward ---------------------------------------------------------------------------------------
@@ -144,10 +119,6 @@ class PokedexClassifier(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
-    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        images = batch[0] if isinstance(batch, list | tuple) else batch
-        return self(images).softmax(dim=1)
-
     # -- optimisation ----------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
@@ -177,21 +148,3 @@ class PokedexClassifier(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.resolved_config = checkpoint.get(CHECKPOINT_KEY, {}).get("config", {})
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint without executing pickled code (``weights_only``): safe for files from elsewhere."""
-    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if CHECKPOINT_KEY not in checkpoint or "hyper_parameters" not in checkpoint:
-        raise ValueError(f"{path}: not a pokedex checkpoint (no {CHECKPOINT_KEY!r} metadata); train one first")
-    return checkpoint
-
-
-def load_classifier(path: str | os.PathLike) -> PokedexClassifier:
-    """A ready-to-use (eval mode, CPU) classifier from a checkpoint, without any network access."""
-    checkpoint = read_checkpoint(path)
-    hparams = {**checkpoint["hyper_parameters"], "pretrained": False, "compile": False}
-    model = PokedexClassifier(**hparams)
-    model.load_state_dict(checkpoint["state_dict"])
-    model.resolved_config = checkpoint[CHECKPOINT_KEY].get("config", {})
-    return model.eval()

@@ -7,6 +7,19 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, rows = actual class, columns = predicted class: the one confusion matrix of the project."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its count (recall per class on the diagonal); empty rows stay zero."""
+    matrix = matrix.astype(np.float32)
+    return matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+
+
 @dataclass
 class Evaluation:
     probs: np.ndarray  # (N, C) float
@@ -26,9 +39,7 @@ class Evaluation:
         return float((top == self.labels[:, None]).any(axis=1).mean())
 
     def confusion(self) -> np.ndarray:
-        matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
-        np.add.at(matrix, (self.labels, self.predictions), 1)
-        return matrix
+        return confusion_matrix(self.labels, self.predictions, self.num_classes)
 
     def per_class_accuracy(self) -> np.ndarray:
         """NaN for classes absent from the evaluated split."""

@@ -63,18 +63,20 @@ class ServeMetrics:
 class RequestMetricsMiddleware:
     """Counts every HTTP request (including ones answered by inner middleware, such as 413s) by route label.
 
-    Labels come from a fixed set of route paths, so arbitrary client URLs can't blow up label cardinality.
+    The label is the path template of the route that matched (``/predict``, ``/static``, ``/docs``...), read
+    from the ASGI scope after routing, so new routes label themselves and arbitrary client URLs can't blow up
+    label cardinality: anything unmatched is ``unmatched``.
     """
 
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = routes
 
-    def route_label(self, path: str) -> str:
-        if path in self.routes:
-            return path
-        return "/static" if path.startswith("/static/") else "other"
+    @staticmethod
+    def route_label(scope: Scope) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        return path if isinstance(path, str) and path else "unmatched"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,6 +94,6 @@ class RequestMetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = self.route_label(scope["path"])
+            route = self.route_label(scope)
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
