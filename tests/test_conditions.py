@@ -36,6 +36,11 @@ def suite() -> dict[str, Condition]:
     return {c.name: c for c in built.conditions}
 
 
+def upload(condition: Condition, image: Image.Image, seed: int, key: str) -> bytes:
+    """How the suite calls a condition: its generator depends on (seed, condition, image key) only."""
+    return condition(image, condition_rng(seed, condition.name, key))
+
+
 def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -54,15 +59,15 @@ def test_suite_config_builds_named_conditions(suite: dict[str, Condition]) -> No
 def test_same_seed_same_bytes_and_the_seed_matters(suite: dict[str, Condition]) -> None:
     image = sprite()
     for condition in suite.values():
-        assert condition.for_image(image, 0, "a/1.png") == condition.for_image(image, 0, "a/1.png"), condition.name
+        assert upload(condition, image, 0, "a/1.png") == upload(condition, image, 0, "a/1.png"), condition.name
     for name in ("colour", "busy_noise", "busy_gradient"):  # conditions that draw from the generator
-        assert suite[name].for_image(image, 0, "a/1.png") != suite[name].for_image(image, 1, "a/1.png"), name
+        assert upload(suite[name], image, 0, "a/1.png") != upload(suite[name], image, 1, "a/1.png"), name
     assert condition_rng(0, "x", "k").integers(1 << 30) == condition_rng(0, "x", "k").integers(1 << 30)
 
 
 def test_decoded_uploads_look_as_described(suite: dict[str, Condition]) -> None:
     image = sprite()
-    out = {name: decode(c.for_image(image, 0, "k")) for name, c in suite.items()}
+    out = {name: decode(upload(c, image, 0, "k")) for name, c in suite.items()}
     for name in ("white", "black", "colour", "busy_noise", "busy_gradient"):
         assert (out[name].format, out[name].mode, out[name].size) == ("PNG", "RGB", image.size), name
     assert out["white_opaque_rgba"].mode == "RGBA" and out["white_opaque_rgba"].getchannel("A").getextrema() == (
@@ -100,7 +105,7 @@ def test_decoded_uploads_look_as_described(suite: dict[str, Condition]) -> None:
 def test_preprocessing_recovers_the_clean_sprite(suite: dict[str, Condition], name: str, tolerance: float) -> None:
     image = sprite()
     clean = image_to_array(image, SIZE)
-    array = bytes_to_array(suite[name].for_image(image, 0, "k"), SIZE)
+    array = bytes_to_array(upload(suite[name], image, 0, "k"), SIZE)
     mask = clean[3] > 0
     diff = np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean()
     overlap = ((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum()
@@ -109,7 +114,7 @@ def test_preprocessing_recovers_the_clean_sprite(suite: dict[str, Condition], na
 
 def test_busy_backgrounds_stay_opaque(suite: dict[str, Condition]) -> None:
     for name in ("busy_noise", "busy_gradient"):
-        assert (bytes_to_array(suite[name].for_image(sprite(), 0, "k"), SIZE)[3, 10:54] == 255).all(), name
+        assert (bytes_to_array(upload(suite[name], sprite(), 0, "k"), SIZE)[3, 10:54] == 255).all(), name
 
 
 def test_conditions_are_checked_when_built() -> None:

@@ -7,8 +7,9 @@ suite exercises the whole path (decode → ``pokedex.preprocess`` → model) exa
 
 A ``Condition`` names one ``kind`` (a function of the ``KINDS`` registry) with its parameters; Hydra builds
 them from ``conf/suite/*.yaml`` via ``_target_``. Output is deterministic: the same sprite and the same
-generator state give the same bytes (``condition_rng`` derives that state from a seed, the condition's name and
-the image's key, independent of evaluation order). Torch-free, so it runs anywhere the evaluation runs.
+generator state give the same bytes; call ``condition(sprite, condition_rng(seed, condition.name, key))`` so
+the state depends on the suite's seed, the condition and the image's key, never on evaluation order.
+Torch-free, so it runs anywhere the evaluation runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
+
+__all__ = ["KINDS", "Condition", "ConditionFn", "Suite", "condition_rng"]  # Suite: the Hydra target of conf/suite
 
 ConditionFn = Callable[..., bytes]  # (sprite: RGBA Image, rng: np.random.Generator, **params) -> encoded bytes
 
@@ -170,10 +173,6 @@ class Condition:
         """The upload a user would send for ``sprite`` under this condition (encoded bytes)."""
         return KINDS[self.kind](sprite, rng, **self.params)
 
-    def for_image(self, sprite: Image.Image, seed: int, key: str) -> bytes:
-        """Like calling it, with the generator of ``condition_rng(seed, self.name, key)``."""
-        return self(sprite, condition_rng(seed, self.name, key))
-
 
 @dataclass(frozen=True)
 class Suite:
@@ -188,7 +187,3 @@ class Suite:
         if len(set(names)) != len(names):
             raise ValueError(f"suite: duplicate condition names in {names}")
         object.__setattr__(self, "conditions", conditions)
-
-    def uploads(self, sprite: Image.Image, key: str) -> dict[str, bytes]:
-        """Every condition's upload for one image (``key``: its stable identity, e.g. the zip member path)."""
-        return {c.name: c.for_image(sprite, self.seed, key) for c in self.conditions}
