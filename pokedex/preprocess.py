@@ -2,28 +2,54 @@
 
 Two halves, so the expensive half runs once:
 
-* ``image_to_array`` turns any decoded PIL image into the canonical ``uint8`` RGBA array (4×S×S): the
-  image is fitted (never upscaled) and centred on a transparent square canvas, and the colour of fully
-  transparent pixels is zeroed so hidden palette colours can't leak into the model. Datasets, the decoded
-  cache and the HTTP service all call it; nothing else converts images.
+* ``image_to_array`` turns any decoded PIL image into the canonical ``uint8`` RGBA array (4×S×S). People
+  upload sprites flattened onto white, as JPEGs, off-centre or tiny, so the canonical form depends only on the
+  *content*, never on its placement, margins or scale:
+
+  1. find the content: the visible pixels (alpha >= ``ALPHA_VISIBLE``) when the image carries real
+     transparency; otherwise the background is estimated from the image border and removed
+     (``estimate_background``); a busy border (a photo, noise) keeps the image opaque as a whole;
+  2. crop to the content's bounding box and fit it to S×S keeping the aspect ratio, centred on a transparent
+     canvas. Small content is scaled *up* too: first by nearest neighbour to the next integer multiple (pixel
+     art stays crisp), then Lanczos to the exact size; Lanczos premultiplies alpha, so hidden colours never
+     bleed into the edge;
+  3. fully transparent pixels get RGB 0, so hidden palette colours can't leak into the model. An image with
+     no visible pixel at all becomes the empty (all-zero) canvas.
+
+  ``image_to_canonical`` returns the same array plus ``InputFacts`` (was there transparency, how was the
+  background found, how much of the picture is foreground) for serving telemetry, without a second pass.
 * ``PreprocessSpec`` records the input size, channel order and normalisation; the normalisation itself runs
   inside the model's ``forward`` (``pokedex.model.classifier.normalize``, and therefore inside the exported
   ONNX graph), so a served model receives exactly the bytes a trained one did. No torch here: the serving
   image has none.
+
+Any change to the output of ``image_to_array`` must bump ``PREPROCESS_VERSION``: datasets, caches, checkpoints
+and ONNX sidecars record it (through ``PreprocessSpec``) so stale artifacts are detected, not trusted.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
+PREPROCESS_VERSION = 2  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale
+ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
+ANALYSIS_SIZE = 128  # background estimation runs on a box-averaged copy at most this big (speed)
+BACKGROUND_TOLERANCE = 32  # max per-channel difference from the border colour (JPEG q75 ringing stays under)
+BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border colour to estimate a background
+SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
+
+BackgroundKind = Literal["alpha", "estimated", "none"]
+_VISIBLE_LUT = tuple(255 if v >= ALPHA_VISIBLE else 0 for v in range(256))  # alpha → content mask
 
 
 class ImageError(ValueError):
@@ -42,6 +68,7 @@ class PreprocessSpec:
     channels: str = CHANNELS
     mean: tuple[float, ...] = field(default=(0.5, 0.5, 0.5, 0.5))
     std: tuple[float, ...] = field(default=(0.5, 0.5, 0.5, 0.5))
+    preprocess_version: int = PREPROCESS_VERSION
 
     def __post_init__(self) -> None:
         if self.channels != CHANNELS:
@@ -50,20 +77,52 @@ class PreprocessSpec:
             raise ValueError(f"preprocess.image_size must be >= 8, got {self.image_size}")
         if len(self.mean) != 4 or len(self.std) != 4:
             raise ValueError("preprocess.mean and preprocess.std need one value per RGBA channel (4 each)")
+        if int(self.preprocess_version) < 1:
+            raise ValueError(f"preprocess.preprocess_version must be >= 1, got {self.preprocess_version}")
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "preprocess_version", int(self.preprocess_version))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "dtype": "uint8", "layout": "NCHW"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        """Artifacts written before versioning carry no ``preprocess_version``: they were made by version 1."""
         return cls(
             image_size=int(data["image_size"]),
             channels=data.get("channels", CHANNELS),
             mean=tuple(data.get("mean", cls.mean)),
             std=tuple(data.get("std", cls.std)),
+            preprocess_version=int(data.get("preprocess_version", 1)),
         )
+
+
+@dataclass(frozen=True)
+class InputFacts:
+    """What the preprocessing learnt about one input; cheap by-products for serving telemetry and drift."""
+
+    had_transparency: bool  # some pixel had alpha < 255
+    background: BackgroundKind  # how the content was found: alpha channel, estimated from the border, or not at all
+    foreground_fraction: float  # share of the input's pixels that are content (1.0 when kept opaque; estimated
+    # backgrounds measure it on the analysis grid)
+    background_colour: tuple[int, int, int] | None = None  # the estimated border colour, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "had_transparency": self.had_transparency,
+            "background": self.background,
+            "foreground_fraction": self.foreground_fraction,
+            "background_colour": None if self.background_colour is None else list(self.background_colour),
+        }
+
+
+class BackgroundEstimate(NamedTuple):
+    """Result of ``estimate_background``: a foreground mask at analysis resolution (``None``: keep opaque)."""
+
+    foreground: np.ndarray | None  # bool (h', w'), True = content; one cell covers factor×factor input pixels
+    factor: int
+    colour: tuple[int, int, int] | None
 
 
 def open_image(
@@ -115,29 +174,172 @@ def _to_rgba(image: Image.Image) -> Image.Image:
     return image.convert("RGBA")
 
 
-def image_to_array(image: Image.Image, image_size: int) -> np.ndarray:
-    """THE preprocessing function: any PIL image → canonical uint8 RGBA array of shape (4, S, S)."""
-    rgba = _to_rgba(ImageOps.exif_transpose(image) if image.format == "JPEG" else image)
-    width, height = rgba.size
-    if width > image_size or height > image_size:
-        scale = image_size / max(width, height)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        rgba = rgba.resize(size, Image.Resampling.LANCZOS)  # Pillow premultiplies alpha for this
+def _to_rgb(image: Image.Image) -> Image.Image:
+    return image if image.mode == "RGB" else _to_rgba(image).convert("RGB")
+
+
+def _similar(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Per-pixel: every channel within ``BACKGROUND_TOLERANCE`` of ``colour`` (per channel: no slow axis=-1)."""
+    close = np.ones(pixels.shape[:-1], dtype=bool)
+    for c in range(3):
+        close &= np.abs(pixels[..., c].astype(np.int16) - colour[c]) <= BACKGROUND_TOLERANCE
+    return close
+
+
+def _edges(grid: np.ndarray) -> np.ndarray:
+    """The border cells of a 2-D (or 2-D × channels) grid, each once."""
+    if grid.shape[0] <= 2 or grid.shape[1] <= 2:
+        return grid.reshape(-1, *grid.shape[2:])
+    return np.concatenate([grid[0], grid[-1], grid[1:-1, 0], grid[1:-1, -1]])
+
+
+def _border(rgb: Image.Image) -> np.ndarray:
+    """The outermost pixels of an RGB image as (n, 3), read as four one-pixel strips (no full-size copy)."""
+    width, height = rgb.size
+    strips = ((0, 0, width, 1), (0, height - 1, width, height), (0, 0, 1, height), (width - 1, 0, width, height))
+    return np.concatenate([np.asarray(rgb.crop(box)).reshape(-1, 3) for box in strips])
+
+
+def _drop_specks(foreground: np.ndarray) -> np.ndarray:
+    """Forget isolated blobs of a few cells (8-connected): palette dithering and compression noise, not content."""
+    labels, _ = ndimage.label(foreground, structure=np.ones((3, 3), dtype=bool))
+    keep = np.bincount(labels.ravel()) >= SPECK_CELLS
+    keep[0] = False
+    return keep[labels]
+
+
+def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
+    """Find a uniform background connected to the border of an opaque image (uploads flattened onto a colour).
+
+    The border colour is the per-channel median of the image's outermost pixels; unless at least
+    ``BORDER_UNIFORMITY`` of them match it (a busy border), nothing is estimated. Then, on a box-averaged copy
+    of at most ``ANALYSIS_SIZE`` px (fast; JPEG noise averages out), every region of matching colour that touches
+    the border (scipy's C connected-component labelling, 4-connected) is background. Matching regions
+    *enclosed* by content (a white Pokémon's belly behind its outline) stay content. A busy border, or no
+    content left, gives ``foreground=None``.
+    """
+    rgb = _to_rgb(rgb)
+    factor = max(1, math.ceil(max(rgb.size) / ANALYSIS_SIZE))
+    border = _border(rgb)  # full resolution: averaging would make noise look uniform
+    red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
+    colour = (red, green, blue)
+    if _similar(border, colour).mean() < BORDER_UNIFORMITY:
+        return BackgroundEstimate(None, factor, None)
+    pixels = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
+    labels, count = ndimage.label(_similar(pixels, colour))
+    touching = np.zeros(count + 1, dtype=bool)
+    touching[_edges(labels)] = True
+    touching[0] = False  # label 0 = not background-coloured
+    foreground = _drop_specks(~touching[labels])
+    if not foreground.any():  # one flat colour: nothing to separate, keep the picture as it is
+        return BackgroundEstimate(None, factor, colour)
+    return BackgroundEstimate(foreground, factor, colour)
+
+
+def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Image | None, InputFacts]:
+    """Crop to the visible pixels of an image that carries real transparency; never touch its alpha."""
+    visible = alpha.point(_VISIBLE_LUT)
+    box = visible.getbbox()
+    fraction = visible.histogram()[255] / (rgba.width * rgba.height)
+    facts = InputFacts(had_transparency=True, background="alpha", foreground_fraction=fraction)
+    return (rgba.crop(box) if box else None), facts
+
+
+def _refine(pixels: np.ndarray, in_cells: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """Full-resolution alpha inside the content box, so no band of background is left around the content.
+
+    ``in_cells``: pixels under content cells. Background cells, and background-coloured pixels 4-connected
+    to them or to the box edge (beyond it all is background), become alpha 0; enclosed ones stay content.
+    """
+    passable = _similar(pixels, colour) | ~in_cells
+    labels, count = ndimage.label(passable)
+    alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
+    alpha[labels[~in_cells]] = 0
+    alpha[_edges(labels)] = 0
+    alpha[0] = 255
+    return alpha[labels]
+
+
+def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputFacts]:
+    """Opaque image: remove the estimated background (alpha 0) and crop to what is left (RGBA).
+
+    A busy border or a flat picture comes back whole and opaque (RGB: ``_fit`` pastes it with alpha 255).
+    """
+    estimate = estimate_background(rgb)
+    if estimate.foreground is None or estimate.colour is None:
+        return rgb, InputFacts(False, "none", 1.0, estimate.colour)
+    mask, f = estimate.foreground, estimate.factor
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    box = (x0 * f, y0 * f, min(rgb.width, x1 * f), min(rgb.height, y1 * f))
+    width, height = box[2] - box[0], box[3] - box[1]
+    cells = Image.fromarray(np.where(mask[y0:y1, x0:x1], 255, 0).astype(np.uint8), mode="L")
+    # every analysis cell becomes its f×f block exactly (the last block may be cut by the image edge)
+    alpha = cells.resize((width, height), Image.Resampling.NEAREST, box=(0, 0, width / f, height / f))
+    content = rgb.crop(box)
+    if f > 1:
+        alpha = Image.fromarray(_refine(np.asarray(content), np.asarray(alpha) > 0, estimate.colour), mode="L")
+    content = content.convert("RGBA")
+    content.putalpha(alpha)
+    tight = alpha.getbbox()
+    facts = InputFacts(False, "estimated", float(mask.mean()), estimate.colour)
+    return (content.crop(tight) if tight else None), facts
+
+
+def _fit(content: Image.Image | None, image_size: int) -> np.ndarray:
+    """Scale the content (RGBA, or RGB = opaque) so its long side is exactly S, centred on a transparent canvas."""
+    if content is None:
+        return np.zeros((4, image_size, image_size), dtype=np.uint8)
+    width, height = content.size
+    scale = image_size / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if scale > 1:  # nearest to an integer multiple first: pixel art stays crisp, then Lanczos down to S
+        k = math.ceil(scale)
+        content = content.resize((width * k, height * k), Image.Resampling.NEAREST)
+    if content.size != size:
+        content = content.resize(size, Image.Resampling.LANCZOS)  # Pillow premultiplies alpha for this
     canvas = Image.new("RGBA", (image_size, image_size), (0, 0, 0, 0))
-    canvas.paste(rgba, ((image_size - rgba.width) // 2, (image_size - rgba.height) // 2))
+    canvas.paste(content, ((image_size - size[0]) // 2, (image_size - size[1]) // 2))
     array = np.asarray(canvas, dtype=np.uint8).copy()
     array[array[..., 3] == 0] = 0
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def image_to_canonical(image: Image.Image, image_size: int) -> tuple[np.ndarray, InputFacts]:
+    """THE preprocessing function, with its by-products: (canonical uint8 RGBA array (4, S, S), InputFacts)."""
+    oriented = ImageOps.exif_transpose(image) if image.format == "JPEG" else image
+    rgb = oriented
+    if "A" in oriented.mode or "transparency" in oriented.info:  # only these modes can carry transparency
+        rgba = _to_rgba(oriented)
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            content, facts = _content_from_alpha(rgba, alpha)
+            return _fit(content, image_size), facts
+        rgb = rgba.convert("RGB")
+    content, facts = _content_from_estimate(_to_rgb(rgb))
+    return _fit(content, image_size), facts
+
+
+def image_to_array(image: Image.Image, image_size: int) -> np.ndarray:
+    """THE preprocessing function: any PIL image → canonical uint8 RGBA array of shape (4, S, S)."""
+    return image_to_canonical(image, image_size)[0]
+
+
+def bytes_to_canonical(
+    data: bytes, image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
+) -> tuple[np.ndarray, InputFacts]:
+    """Untrusted encoded bytes → (canonical array, InputFacts); every failure is reported as an ``ImageError``."""
+    image = open_image(data, max_pixels=max_pixels, name=name)
+    try:
+        return image_to_canonical(image, image_size)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"{name}: cannot convert {image.mode} image ({exc})") from exc
 
 
 def bytes_to_array(
     data: bytes, image_size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image"
 ) -> np.ndarray:
     """Untrusted encoded bytes → canonical array, with every failure reported as an ``ImageError``."""
-    image = open_image(data, max_pixels=max_pixels, name=name)
-    try:
-        return image_to_array(image, image_size)
-    except ImageError:
-        raise
-    except Exception as exc:
-        raise ImageError(f"{name}: cannot convert {image.mode} image ({exc})") from exc
+    return bytes_to_canonical(data, image_size, max_pixels=max_pixels, name=name)[0]

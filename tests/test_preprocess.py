@@ -1,21 +1,27 @@
-"""The one preprocessing function: every mode, centring without upscaling, transparency, limits, errors."""
+"""The one preprocessing function: every mode, content finding, background estimation, fitting, limits, errors."""
 
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pokedex.model.classifier import normalize
 from pokedex.preprocess import (
+    ALPHA_VISIBLE,
+    PREPROCESS_VERSION,
     ImageError,
     ImageTooLargeError,
+    InputFacts,
     PreprocessSpec,
     bytes_to_array,
+    estimate_background,
     image_to_array,
+    image_to_canonical,
     open_image,
 )
 from tests.helpers.images import encode, png_header_only
@@ -35,11 +41,14 @@ def test_sixteen_bit_grey_is_scaled_not_clipped() -> None:
     assert image_to_array(image, 4)[:3].min() == 255
 
 
-def test_small_images_are_centred_never_upscaled() -> None:
-    image = Image.new("RGBA", (10, 6), (255, 0, 0, 255))
+def test_small_content_is_fitted_and_centred() -> None:
+    """Version 2: content is scaled *up* to fill the canvas (version 1 pasted small images unscaled)."""
+    image = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    image.paste((255, 0, 0, 255), (3, 25, 13, 31))  # 10×6 content in a corner of a transparent canvas
     array = image_to_array(image, 32)
     ys, xs = np.nonzero(array[3])
-    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (11, 20, 13, 18)  # 10×6 exactly, centred
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (0, 31, 6, 24)  # 32×19, centred
+    assert (array[:, 10, 10] == [255, 0, 0, 255]).all()
 
 
 def test_large_images_are_fitted_keeping_aspect() -> None:
@@ -103,5 +112,152 @@ def test_normalize_matches_spec_for_uint8_and_unit_float() -> None:
 def test_spec_round_trips_and_validates() -> None:
     spec = PreprocessSpec(image_size=64, mean=(0.1, 0.2, 0.3, 0.4))
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 2
+    legacy = {k: v for k, v in spec.to_dict().items() if k != "preprocess_version"}
+    assert PreprocessSpec.from_dict(legacy).preprocess_version == 1  # written before versioning
     with pytest.raises(ValueError, match="one value per RGBA channel"):
         PreprocessSpec(mean=(0.5, 0.5, 0.5))
+
+
+# --- content finding and background estimation (preprocess version 2) -------------------------------------
+
+
+def make_sprite(body: tuple[int, int, int] = (90, 160, 220), size: int = 64) -> Image.Image:
+    """A sprite-like RGBA picture: binary alpha, a 2-px dark outline, a light eye, centred-ish on transparency."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((12, 8, 52, 58), fill=(*body, 255), outline=(40, 40, 40, 255), width=2)
+    draw.rectangle((24, 22, 28, 26), fill=(250, 250, 250, 255))
+    return image
+
+
+def flatten(sprite: Image.Image, colour: tuple[int, int, int], size: int | None = None, at=(0, 0)) -> Image.Image:
+    """What an upload looks like: the sprite composited onto an opaque colour, alpha dropped."""
+    canvas = Image.new("RGBA", (size or sprite.width, size or sprite.height), (*colour, 255))
+    canvas.alpha_composite(sprite, at)
+    return canvas.convert("RGB")
+
+
+def foreground_diff(array: np.ndarray, clean: np.ndarray) -> float:
+    """Mean absolute RGB difference over the clean sprite's foreground."""
+    mask = clean[3] > 0
+    return float(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
+
+
+def test_placement_margins_and_scale_do_not_matter() -> None:
+    sprite = make_sprite()
+    clean = image_to_array(sprite, 48)
+    moved = Image.new("RGBA", (200, 120), (0, 0, 0, 0))
+    moved.paste(sprite, (130, 50))
+    assert np.array_equal(image_to_array(moved, 48), clean)
+    bigger = sprite.resize((192, 192), Image.Resampling.NEAREST)  # 3× upscaled copy
+    assert foreground_diff(image_to_array(bigger, 48), clean) < 3
+
+
+def test_pixel_art_upscale_is_nearest_when_the_factor_is_whole() -> None:
+    checker = np.indices((8, 8)).sum(axis=0) % 2 * 255
+    image = Image.fromarray(np.stack([checker] * 3 + [np.full((8, 8), 255)], axis=-1).astype(np.uint8))
+    image.putpixel((0, 0), (0, 0, 0, 254))  # real transparency: the alpha path, no estimation
+    array = image_to_array(image, 32)
+    assert np.array_equal(array[0], np.kron(checker, np.ones((4, 4))).astype(np.uint8))
+
+
+def test_near_invisible_alpha_does_not_widen_the_box() -> None:
+    sprite = make_sprite()
+    noisy = sprite.copy()
+    noisy.putpixel((0, 0), (255, 255, 255, ALPHA_VISIBLE - 1))
+    noisy.putpixel((63, 63), (255, 255, 255, ALPHA_VISIBLE - 1))
+    assert np.array_equal(image_to_array(noisy, 32), image_to_array(sprite, 32))
+
+
+def test_fully_transparent_image_is_the_empty_canvas() -> None:
+    array, facts = image_to_canonical(Image.new("RGBA", (30, 20), (9, 9, 9, 0)), 16)
+    assert array.shape == (4, 16, 16) and not array.any()
+    assert facts == InputFacts(had_transparency=True, background="alpha", foreground_fraction=0.0)
+
+
+def test_real_alpha_is_never_altered_by_background_estimation() -> None:
+    image = Image.new("RGBA", (40, 40), (255, 255, 255, 255))  # an opaque white card...
+    image.putpixel((20, 20), (0, 0, 0, 0))  # ...with one transparent pixel: the alpha channel is real
+    array, facts = image_to_canonical(image, 40)
+    assert facts.background == "alpha" and facts.had_transparency
+    assert (array[3] == 255).sum() == 40 * 40 - 1
+
+
+@pytest.mark.parametrize("colour", [(255, 255, 255), (0, 0, 0), (173, 61, 222)], ids=["white", "black", "colour"])
+def test_flattened_sprites_recover_the_clean_input(colour: tuple[int, int, int]) -> None:
+    sprite = make_sprite()
+    clean = image_to_array(sprite, 64)
+    array, facts = image_to_canonical(flatten(sprite, colour), 64)
+    assert facts.background == "estimated" and facts.background_colour == colour and not facts.had_transparency
+    assert np.array_equal(array[3], clean[3]) and foreground_diff(array, clean) == 0
+
+
+def test_white_pokemon_on_white_keeps_its_enclosed_belly() -> None:
+    sprite = make_sprite(body=(243, 243, 238))  # within tolerance of white: only the outline separates it
+    clean = image_to_array(sprite, 64)
+    array, facts = image_to_canonical(flatten(sprite, (255, 255, 255)), 64)
+    assert facts.background == "estimated"
+    assert np.array_equal(array[3], clean[3]) and foreground_diff(array, clean) == 0
+
+
+def test_opaque_rgba_goes_through_background_estimation() -> None:
+    flat = flatten(make_sprite(), (255, 255, 255))
+    array, facts = image_to_canonical(flat.convert("RGBA"), 64)  # alpha 255 everywhere: no usable alpha
+    assert facts.background == "estimated" and not facts.had_transparency
+    assert np.array_equal(array, image_to_array(flat, 64))
+
+
+def test_sprite_touching_the_border() -> None:
+    sprite = make_sprite()
+    cut = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    cut.paste(sprite, (-12, 0))  # the outline's left edge is cut off by the image border
+    array, facts = image_to_canonical(flatten(cut, (255, 255, 255)), 64)
+    assert facts.background == "estimated"
+    assert np.array_equal(array[3], image_to_array(cut, 64)[3])
+
+
+def test_jpeg_on_white_finds_the_content_box_within_a_few_pixels() -> None:
+    big = make_sprite().resize((256, 256), Image.Resampling.NEAREST)  # a 512² upload, content ~164×204 px
+    upload = flatten(big, (255, 255, 255), size=512, at=(40, 230))
+    true_box = tuple(v + o for v, o in zip(big.getbbox(), (40, 230, 40, 230), strict=True))
+    decoded = Image.open(io.BytesIO(encode(upload, "JPEG", quality=70)))
+    estimate = estimate_background(decoded)
+    assert estimate.foreground is not None and estimate.factor == 4
+    rows, cols = np.nonzero(estimate.foreground.any(1))[0], np.nonzero(estimate.foreground.any(0))[0]
+    found = (cols[0] * 4, rows[0] * 4, (cols[-1] + 1) * 4, (rows[-1] + 1) * 4)
+    assert max(abs(a - b) for a, b in zip(found, true_box, strict=True)) <= 4
+    array, facts = image_to_canonical(decoded, 64)
+    clean = image_to_array(big, 64)
+    iou = ((array[3] > 0) & (clean[3] > 0)).sum() / ((array[3] > 0) | (clean[3] > 0)).sum()
+    assert facts.background == "estimated" and iou > 0.9 and foreground_diff(array, clean) < 8
+
+
+@pytest.mark.parametrize("side", [96, 512])  # 512: analysed on a 4× averaged copy, where noise looks flat
+def test_busy_border_keeps_the_image_opaque(side: int) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    upload = Image.fromarray(noise)
+    upload.paste(flatten(make_sprite(), (255, 255, 255)), (16, 16))
+    array, facts = image_to_canonical(upload, 48)
+    assert facts == InputFacts(had_transparency=False, background="none", foreground_fraction=1.0)
+    assert (array[3] == 255).all()
+
+
+def test_flat_or_dithered_images_are_kept_whole() -> None:
+    dithered = Image.new("RGB", (40, 30), (200, 100, 50)).convert("P")  # quantising leaves isolated specks
+    array, facts = image_to_canonical(dithered, 40)
+    assert facts.background == "none" and (array[3, 5:35] == 255).all()
+
+
+def test_input_facts_are_json_ready() -> None:
+    facts = image_to_canonical(flatten(make_sprite(), (0, 0, 0)), 32)[1]
+    assert json.loads(json.dumps(facts.to_dict()))["background_colour"] == [0, 0, 0]
+    assert 0.2 < facts.foreground_fraction < 0.6
+
+
+def test_canonical_arrays_are_fixed_points() -> None:
+    """Re-preprocessing a canonical array (a prepared PNG read back at the same size) changes nothing."""
+    big = make_sprite().resize((320, 320), Image.Resampling.NEAREST).rotate(17, Image.Resampling.BICUBIC, expand=True)
+    for image in (make_sprite(), big, flatten(make_sprite(), (0, 0, 0))):
+        array = image_to_array(image, 48)
+        assert np.array_equal(image_to_array(Image.fromarray(array.transpose(1, 2, 0)), 48), array)
