@@ -168,3 +168,12 @@ def test_building_leaves_the_global_rng_alone(zip_path: Path, tmp_path: Path, wo
     state = torch.get_rng_state()
     ensure_cache(zip_path, tmp_path, SIZE, workers=workers)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_cache_key_follows_the_preprocessing_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """New preprocessing means new pixels: an old cache must be rebuilt, never read."""
+    from pokedex.data import cache
+
+    before = cache_key("ab" * 32, 64)
+    monkeypatch.setattr(cache, "PREPROCESS_VERSION", cache.PREPROCESS_VERSION + 1)
+    assert cache_key("ab" * 32, 64) != before

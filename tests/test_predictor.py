@@ -95,3 +95,27 @@ def test_unusable_files(exported: Exported, tmp_path: Path) -> None:
     lonely.with_suffix(".json").write_text("{not json")
     with pytest.raises(PredictorError, match="invalid metadata"):
         load_predictor(lonely)
+
+
+def test_models_of_another_preprocessing_version_are_refused(
+    trained: TrainedRun, exported: Exported, tmp_path: Path
+) -> None:
+    """A model trained on version-1 pixels (before content cropping) is refused, not served with version-2 input."""
+    from pokedex.model.classifier import CHECKPOINT_KEY
+    from pokedex.preprocess import PREPROCESS_VERSION
+
+    assert exported.sidecar["preprocess"]["preprocess_version"] == PREPROCESS_VERSION
+    onnx = tmp_path / "old.onnx"
+    shutil.copy(exported.onnx, onnx)
+    sidecar = json.loads(json.dumps(exported.sidecar))
+    del sidecar["preprocess"]["preprocess_version"]  # what pokedex wrote before versions existed
+    onnx.with_suffix(".json").write_text(json.dumps(sidecar))
+    checkpoint = torch.load(trained.checkpoint, weights_only=True)
+    del checkpoint[CHECKPOINT_KEY]["preprocess"]["preprocess_version"]
+    old_ckpt = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old_ckpt)
+    for path in (onnx, old_ckpt):
+        with pytest.raises(
+            PredictorError, match=rf"trained with preprocessing version 1.*version {PREPROCESS_VERSION}"
+        ):
+            load_predictor(path)

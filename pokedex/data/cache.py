@@ -4,8 +4,9 @@ Why: decoding a 128 px PNG costs 0.3-0.8 ms of CPU, far more than a GPU step spe
 same work every epoch (docs/performance.md). The cache pays it once; afterwards a batch is one read per row
 out of the page cache into a single buffer (allocated in shared memory inside DataLoader workers, so it is not
 copied again).
-The file is keyed by the zip's SHA-256, the image size and ``CACHE_VERSION`` (bump it when
-``pokedex.preprocess.image_to_array`` changes its output), written to a temporary file and renamed into place,
+The file is keyed by the zip's SHA-256, the image size, ``CACHE_VERSION`` (the file layout) and
+``PREPROCESS_VERSION`` (what ``pokedex.preprocess.image_to_array`` outputs), so an old cache is rebuilt, never
+mixed in; it is written to a temporary file and renamed into place,
 and its payload is checked against a CRC-32 recorded in a sidecar JSON before it is trusted.
 
 Rows follow the order of ``index.json``'s members (all splits), so each split is just a list of row numbers.
@@ -31,12 +32,12 @@ from torch.utils.data import DataLoader
 from pokedex.data.archive import read_index
 from pokedex.data.datasets import CachedDataset, ZipImageDataset, read_npy_header
 from pokedex.io import atomic_path, file_sha256, write_json_atomic
-from pokedex.preprocess import CHANNELS
+from pokedex.preprocess import CHANNELS, PREPROCESS_VERSION
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "pokedex-cache/1"
-CACHE_VERSION = 1  # bump whenever the canonical decode (preprocess.image_to_array) changes its output
+CACHE_VERSION = 1  # the file layout; the pixels follow preprocess.PREPROCESS_VERSION
 _CHUNK = 1 << 24
 
 
@@ -55,13 +56,14 @@ class DecodedCache:
 
 
 def cache_key(zip_sha256: str, image_size: int) -> str:
-    return f"{zip_sha256[:16]}-{image_size}px-v{CACHE_VERSION}"
+    return f"{zip_sha256[:16]}-{image_size}px-v{CACHE_VERSION}-p{PREPROCESS_VERSION}"
 
 
 def _expected_meta(zip_sha256: str, image_size: int, count: int) -> dict[str, Any]:
     return {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
+        "preprocess_version": PREPROCESS_VERSION,
         "zip_sha256": zip_sha256,
         "image_size": image_size,
         "channels": CHANNELS,

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pokedex.preprocess import PreprocessSpec
+from pokedex.preprocess import PREPROCESS_VERSION, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,16 @@ ONNX_OUTPUT = "probabilities"
 
 class PredictorError(ValueError):
     """A model file that cannot be served; the message says which and why."""
+
+
+def check_preprocess_version(spec: PreprocessSpec, path: Path) -> None:
+    """Refuse a model trained on other pixels than this pokedex makes: it would answer confidently and wrongly."""
+    if spec.preprocess_version != PREPROCESS_VERSION:
+        raise PredictorError(
+            f"{path}: trained with preprocessing version {spec.preprocess_version}, but this pokedex preprocesses "
+            f"images with version {PREPROCESS_VERSION} (pokedex.preprocess.PREPROCESS_VERSION); it would see "
+            "different pixels than it learnt from. Retrain it (python -m pokedex.train) and export it again."
+        )
 
 
 class Predictor(ABC):
@@ -43,6 +53,7 @@ class Predictor(ABC):
         path: Path,
         data_config: dict[str, Any] | None = None,
     ) -> None:
+        check_preprocess_version(spec, path)
         self.name = name
         self.data_config = data_config  # the `data` config it was trained with, when the file records it
         self.class_names = list(class_names)

@@ -23,7 +23,7 @@ import onnx
 import torch
 
 import pokedex
-from pokedex.inference.base import ONNX_INPUT, ONNX_OUTPUT, sidecar_path
+from pokedex.inference.base import ONNX_INPUT, ONNX_OUTPUT, check_preprocess_version, sidecar_path
 from pokedex.inference.onnx_backend import onnx_session, run_onnx
 from pokedex.inference.quantize import quantize_with_report, quiet_loggers
 from pokedex.inference.torch_backend import ProbabilityModel, load_checkpoint
@@ -149,6 +149,7 @@ def export_onnx(
     )
 
     classifier, meta = load_checkpoint(ckpt_path)
+    check_preprocess_version(classifier.spec, ckpt_path)
     model = ProbabilityModel(classifier).eval()
     size = classifier.spec.image_size
     log.info("exporting %s (%s, %d classes, %d px) with the %s exporter", ckpt_path, meta["model_name"],

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from pokedex.model.classifier import CHECKPOINT_KEY, PokedexClassifier
+from pokedex.preprocess import PreprocessSpec
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -26,4 +27,6 @@ def load_classifier(path: str | os.PathLike) -> PokedexClassifier:
     model = PokedexClassifier(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     model.resolved_config = checkpoint[CHECKPOINT_KEY].get("config", {})
+    if "preprocess" in checkpoint[CHECKPOINT_KEY]:  # the version it was trained with, not today's default
+        model.spec = PreprocessSpec.from_dict(checkpoint[CHECKPOINT_KEY]["preprocess"])
     return model.eval()

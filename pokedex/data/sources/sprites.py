@@ -24,7 +24,7 @@ from pokedex.data.archive import SPLITS, DatasetError, DatasetIndex, Sample, wri
 from pokedex.data.sources import FORMAT_VERSION
 from pokedex.data.sources.npm import obtain_npm_tarball
 from pokedex.data.splits import seeded_split
-from pokedex.preprocess import image_to_array
+from pokedex.preprocess import PREPROCESS_VERSION, image_to_array
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,7 @@ class SpriteSource:
         return {
             "source": "sprites",
             "version": FORMAT_VERSION,
+            "preprocess_version": PREPROCESS_VERSION,  # the stored PNGs are image_to_array's output
             "sprites_package": self.sprites_package,
             "sprites_integrity": self.sprites_integrity,
             "names_package": self.names_package,
@@ -256,6 +257,7 @@ class SpriteSource:
             "built_by": "pokedex",
             "fingerprint": self.fingerprint(),
             "image_size": self.image_size,
+            "preprocess_version": PREPROCESS_VERSION,
             "classes_source": f"{self.names_package}:{NAMES_MEMBER}",
             "summary": summary,
         }
