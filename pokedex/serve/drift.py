@@ -40,6 +40,7 @@ from pokedex.serve import drift_stats as st
 from pokedex.serve.records import PredictionRecord
 
 REFERENCE_FORMAT = 1
+SIDECAR_KEY = "drift_reference"  # where the reference lives in the ONNX sidecar JSON
 NUMERIC_FIELDS = ("confidence", "log10_pixels", "foreground_fraction")
 CATEGORY_FIELDS = ("format", "had_alpha")
 CONFIDENCE_EDGES = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 21))
