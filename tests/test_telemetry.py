@@ -13,7 +13,7 @@ from PIL import Image
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pokedex.preprocess import bytes_to_array
-from pokedex.serve.drift import DriftMonitor, build_reference
+from pokedex.serve.drift import DriftMonitor, build_reference, reference_share_below
 from pokedex.serve.records import InputFacts, PredictionRecord, entropy, input_facts
 from pokedex.serve.telemetry import PredictionLog, Telemetry, log_files, read_prediction_log
 
@@ -70,6 +70,15 @@ def test_metrics_series(tmp_path: Path) -> None:
     assert 'pokedex_input_transparency_total{had_alpha="false"} 1.0' in text
     assert 'pokedex_input_format_total{format="JPEG"} 1.0' in text
     assert "pokedex_input_foreground_fraction_count 3.0" in text
+
+
+def test_reference_low_confidence_ratio_for_the_alert() -> None:
+    reference = build_reference([_record(0, c) for c in (0.4, 0.45, 0.9, 0.95)], None, CLASSES)
+    share = reference_share_below(reference, "confidence", 0.5)
+    assert share == pytest.approx(0.5, abs=0.01)
+    registry = CollectorRegistry(auto_describe=True)
+    Telemetry(registry, CLASSES, reference_low_confidence=share)
+    assert f"pokedex_low_confidence_reference_ratio {share}" in generate_latest(registry).decode()
 
 
 def test_per_class_series_can_be_turned_off() -> None:

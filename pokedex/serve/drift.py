@@ -245,6 +245,16 @@ def build_reference(
     }
 
 
+def reference_share_below(reference: Mapping[str, Any], field: str, value: float) -> float:
+    """Share of the reference's ``field`` (a KS signal) below ``value``, from its stored quantiles.
+
+    The service exports this for confidence as ``pokedex_low_confidence_reference_ratio``, so the low-confidence
+    alert compares against what this very model did on validation data, not against a guessed constant.
+    """
+    quantiles = np.asarray(reference["signals"][field]["quantiles"], dtype=np.float64)
+    return float(np.searchsorted(quantiles, value, side="left") / quantiles.size)
+
+
 class DriftMonitor:
     """The last ``window`` predictions, scored against the reference on demand (thread-safe, O(1) ``add``).
 

@@ -25,7 +25,7 @@ from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pokedex.serve.drift import DriftMonitor
 from pokedex.serve.records import PredictionRecord
@@ -100,7 +100,10 @@ class Telemetry:
         drift: DriftMonitor | None = None,
         prediction_log: PredictionLog | None = None,
         model_id: str | None = None,
+        reference_low_confidence: float | None = None,
     ) -> None:
+        """``reference_low_confidence``: share of validation predictions below ``low_confidence``
+        (``drift.reference_share_below(reference, "confidence", low_confidence)``), exported for the alert rule."""
         self.class_names = list(class_names)
         self.low_confidence = low_confidence
         self.per_class = per_class
@@ -108,6 +111,12 @@ class Telemetry:
         self.prediction_log = prediction_log
         self.model_id = model_id
         self._metrics = _PredictionMetrics(registry)
+        if reference_low_confidence is not None:
+            Gauge(
+                "pokedex_low_confidence_reference_ratio",
+                "Share of validation-split predictions below the low-confidence threshold.",
+                registry=registry,
+            ).set(reference_low_confidence)
         if drift is not None:
             drift.register_metrics(registry)
 
