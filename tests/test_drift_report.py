@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,6 @@ from pokedex.drift_report import build_report, reference_table
 from pokedex.serve.drift import SIDECAR_KEY, build_reference
 from pokedex.serve.drift_calibration import calibrate
 from pokedex.serve.telemetry import PredictionLog, Telemetry
-from tests.conftest import run_module
 from tests.drift_helpers import NUM_CLASSES, World
 
 WINDOW = 50
@@ -76,14 +77,21 @@ def test_evidently_report(prediction_log: Path, sidecar: Path, tmp_path: Path) -
     assert "<script src=" not in evidently  # self-contained: opens offline
 
 
+def run_monitor(*args: str) -> subprocess.CompletedProcess:
+    """``python -m pokedex.monitor`` as a user runs it, from the repository root."""
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-m", "pokedex.monitor", *args]
+    return subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300, check=False)
+
+
 def test_monitor_entry_point(prediction_log: Path, sidecar: Path, tmp_path: Path) -> None:
     output = tmp_path / "drift.html"
-    result = run_module(
-        "pokedex.monitor", f"log={prediction_log}", f"reference={sidecar}", f"output={output}", "evidently=false",
+    result = run_monitor(
+        f"log={prediction_log}", f"reference={sidecar}", f"output={output}", "evidently=false",
         f"hydra.run.dir={tmp_path / 'run'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Calibrated verdicts per window" in output.read_text(encoding="utf-8")
-    missing = run_module("pokedex.monitor", f"log={tmp_path / 'none.jsonl'}", f"reference={sidecar}",
+    missing = run_monitor(f"log={tmp_path / 'none.jsonl'}", f"reference={sidecar}",
                          f"hydra.run.dir={tmp_path / 'run2'}")  # fmt: skip
     assert missing.returncode != 0 and "no prediction log entries" in missing.stderr
