@@ -1,7 +1,7 @@
 """``python -m pokedex.monitor log=PATH reference=PATH [output=reports/drift.html]``: offline drift report.
 
 Replays a prediction log through the service's calibrated drift monitor and adds Evidently's data-drift report;
-see ``pokedex.drift_report`` for what the page shows and why.
+see ``pokedex.evaluation.drift_report`` for what the page shows and why.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pokedex.config import CONFIG_PATH, register_resolvers
-from pokedex.drift_report import build_report
+from pokedex.evaluation.drift_report import build_report
 
 log = logging.getLogger(__name__)
 register_resolvers()

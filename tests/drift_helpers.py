@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pokedex.serve.drift import DriftMonitor
-from pokedex.serve.records import InputFacts, PredictionRecord
+from pokedex.drift.monitor import DriftMonitor
+from pokedex.drift.records import PredictionRecord, UploadFacts
 
 NUM_CLASSES = 649
 EMBED_DIM = 64
-SPRITE = InputFacts(128, 128, "PNG", True, 0.3)
+SPRITE = UploadFacts(128, 128, "PNG", True, 0.3)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class World:
             classes = rng.integers(0, 30, n)
             confidence = rng.beta(2.0, 3.0, n)
             noise = rng.normal(0.0, 2.0, (n, EMBED_DIM))
-            facts = [InputFacts(640, 480, "JPEG", False, 0.75)] * n
+            facts = [UploadFacts(640, 480, "JPEG", False, 0.75)] * n
         elif shift != "none":
             raise ValueError(shift)
         embeddings = self.class_means[classes] + noise
@@ -55,7 +55,7 @@ class World:
                 int(c),
                 float(p),
                 1.0 - float(p),
-                InputFacts(
+                UploadFacts(
                     f.width, f.height, f.format, f.had_alpha, float(g) if f is SPRITE else f.foreground_fraction
                 ),
                 e,

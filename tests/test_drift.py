@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pokedex.serve import drift_stats as st
-from pokedex.serve.drift import DriftMonitor, build_reference, make_signals
-from pokedex.serve.drift_calibration import calibrate
+from pokedex.drift import stats as st
+from pokedex.drift.calibration import calibrate
+from pokedex.drift.monitor import DriftMonitor
+from pokedex.drift.reference import build_reference
+from pokedex.drift.signals import make_signals
+from pokedex.serve.telemetry import DriftCollector
 from tests.drift_helpers import NUM_CLASSES, World, alarm_rate, detection_delay
 
 ALPHA = 0.01
@@ -178,7 +181,7 @@ def test_concurrent_adds_are_all_counted(world: World, calibrated: dict) -> None
 def test_prometheus_gauges(world: World, calibrated: dict) -> None:
     registry = CollectorRegistry(auto_describe=True)
     monitor = DriftMonitor(calibrated, window=WINDOW)
-    monitor.register_metrics(registry)
+    registry.register(DriftCollector(monitor))
     text = generate_latest(registry).decode()
     assert "pokedex_drift_alarm 0.0" in text and "pokedex_drift_window_fill 0.0" in text
     monitor.extend(world.records(WINDOW, "photos", rng=np.random.default_rng(9)))

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from pokedex.drift_report import build_report, reference_table
-from pokedex.serve.drift import SIDECAR_KEY, build_reference
-from pokedex.serve.drift_calibration import calibrate
-from pokedex.serve.telemetry import PredictionLog, Telemetry
+from pokedex.drift.calibration import calibrate
+from pokedex.drift.predlog import PredictionLog
+from pokedex.drift.reference import SIDECAR_KEY, build_reference
+from pokedex.evaluation.drift_report import build_report, reference_table
+from pokedex.serve.telemetry import Telemetry
 from tests.drift_helpers import NUM_CLASSES, World
 
 WINDOW = 50

@@ -30,10 +30,9 @@ import yaml
 from PIL import Image
 
 from pokedex.data.archive import read_index
-from pokedex.preprocess import bytes_to_array
-from pokedex.serve.drift import SIDECAR_KEY, build_reference
-from pokedex.serve.drift_calibration import calibrate
-from pokedex.serve.records import PredictionRecord, input_facts
+from pokedex.drift.calibration import calibrate
+from pokedex.drift.records import PredictionRecord, decode_with_facts
+from pokedex.drift.reference import SIDECAR_KEY, build_reference
 
 pytest_plugins = ["tests.serve_fixtures"]
 pytestmark = [
@@ -65,9 +64,9 @@ def onnx_records(model: Path, sidecar: dict[str, Any], images: list[bytes]) -> l
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     size = int(sidecar["preprocess"]["image_size"])
-    arrays = [bytes_to_array(data, size) for data in images]
-    (probs,) = session.run([sidecar["output"]["name"]], {sidecar["input"]["name"]: np.stack(arrays)})
-    return [PredictionRecord.from_probs(p, input_facts(d, a)) for p, d, a in zip(probs, images, arrays, strict=True)]
+    decoded = [decode_with_facts(data, size) for data in images]
+    (probs,) = session.run([sidecar["output"]["name"]], {sidecar["input"]["name"]: np.stack([a for a, _ in decoded])})
+    return [PredictionRecord.from_probs(p, facts) for p, (_, facts) in zip(probs, decoded, strict=True)]
 
 
 @pytest.fixture(scope="module")

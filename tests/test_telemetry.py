@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 from prometheus_client import CollectorRegistry, generate_latest
 
-from pokedex.preprocess import bytes_to_array
-from pokedex.serve.drift import DriftMonitor, build_reference, reference_share_below
-from pokedex.serve.records import InputFacts, PredictionRecord, entropy, input_facts
-from pokedex.serve.telemetry import PredictionLog, Telemetry, log_files, read_prediction_log
+from pokedex.drift.monitor import DriftMonitor
+from pokedex.drift.predlog import PredictionLog, log_files, read_prediction_log
+from pokedex.drift.records import PredictionRecord, UploadFacts, decode_with_facts, entropy
+from pokedex.drift.reference import build_reference, reference_share_below
+from pokedex.preprocess import ImageError, bytes_to_array
+from pokedex.serve.telemetry import Telemetry
 
 CLASSES = ["Bulbasaur", "Farfetch'd", "Nidoran♀"]
 
@@ -29,20 +31,24 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
 def _record(index: int = 0, confidence: float = 0.9, *, fmt: str = "PNG", alpha: bool = True) -> PredictionRecord:
     probs = np.full(len(CLASSES), (1.0 - confidence) / (len(CLASSES) - 1))
     probs[index] = confidence
-    return PredictionRecord.from_probs(probs, InputFacts(96, 64, fmt, alpha, 0.25))
+    return PredictionRecord.from_probs(probs, UploadFacts(96, 64, fmt, alpha, 0.25))
 
 
-def test_input_facts_from_a_sprite_and_a_photo() -> None:
+def test_upload_facts_from_a_sprite_and_a_photo() -> None:
+    """One decode gives the array and the facts; the facts are the preprocessing's own by-products."""
     sprite = Image.new("RGBA", (40, 20), (0, 0, 0, 0))
     sprite.paste((255, 0, 0, 255), (10, 5, 30, 15))  # 20×10 opaque in a 40×20 transparent image
     data = _encode(sprite, "PNG")
-    facts = input_facts(data, bytes_to_array(data, 32))
+    array, facts = decode_with_facts(data, 32)
+    np.testing.assert_array_equal(array, bytes_to_array(data, 32))
     assert (facts.width, facts.height, facts.format, facts.had_alpha) == (40, 20, "PNG", True)
-    assert facts.foreground_fraction == pytest.approx(20 * 10 * (32 / 40) ** 2 / 32**2, rel=0.1)
+    assert facts.foreground_fraction == pytest.approx(20 * 10 / (40 * 20))  # share of the input that is content
     photo = _encode(Image.new("RGB", (64, 48), (10, 200, 30)), "JPEG")
-    facts = input_facts(photo, bytes_to_array(photo, 32))
+    _, facts = decode_with_facts(photo, 32)
     assert (facts.format, facts.had_alpha, facts.pixels) == ("JPEG", False, 64 * 48)
-    assert facts.foreground_fraction == pytest.approx(0.75)  # 4:3 fitted into a square: a quarter stays empty
+    assert facts.foreground_fraction == 1.0  # one flat colour: kept opaque, all of it is content
+    with pytest.raises(ImageError):
+        decode_with_facts(data, 32, formats=("JPEG",))  # a PNG is not decoded when only JPEG is allowed
 
 
 def test_record_from_probabilities() -> None:
@@ -121,7 +127,7 @@ def test_prediction_log_has_no_image_or_filename_and_rotates(tmp_path: Path) -> 
     assert set(entries[-1]) == {"ts", "model", "class_index", "label", "confidence", "entropy", "width", "height",
                                 "format", "had_alpha", "foreground_fraction"}  # fmt: skip
     assert entries[-1]["label"] == CLASSES[59 % 3]
-    assert PredictionRecord.from_log_dict(entries[-1]).facts == InputFacts(96, 64, "PNG", True, 0.25)
+    assert PredictionRecord.from_log_dict(entries[-1]).facts == UploadFacts(96, 64, "PNG", True, 0.25)
 
 
 def test_prediction_log_is_thread_safe_and_skips_a_torn_line(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Per-prediction telemetry: Prometheus histograms and counters, the drift window, an optional prediction log.
 
-The HTTP metrics (``metrics.py``) say whether the service is up and fast; these say whether its *answers* still
+The HTTP metrics (``prometheus.py``) say whether the service is up and fast; these say whether its *answers* still
 look like the answers it gave on validation data: how confident, how spread over classes, on what kind of
 images. One ``Telemetry.observe(record)`` per served image updates all three sinks.
 
@@ -10,81 +10,28 @@ list, never from the client, so the bound is fixed: ~650 counters, ~40 kB per sc
 Prometheus for a handful of replicas, which is acceptable for the per-class questions ("what do people
 upload?") it answers. Pass ``per_class=False`` for models with many thousands of classes.
 
-The prediction log (off unless a path is given) is JSON Lines with size-based rotation through the standard
-library's ``RotatingFileHandler`` (used directly, not through a global logger). It records what the model
-answered and the input facts; never the image bytes, the client's filename or address.
+The prediction log (``pokedex.drift.predlog``, off unless a path is given) records what the model answered and
+the input facts; never the image bytes, the client's filename or address.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from logging.handlers import RotatingFileHandler
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
-from pokedex.serve.drift import DriftMonitor
-from pokedex.serve.records import PredictionRecord
-
-log = logging.getLogger(__name__)
+from pokedex.drift.monitor import DriftMonitor
+from pokedex.drift.predlog import PredictionLog
+from pokedex.drift.records import PredictionRecord
 
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ENTROPY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)  # nats; ln(649) = 6.48
 PIXEL_BUCKETS = tuple(float(4**k) for k in range(5, 13))  # 32² … 4096² (the default upload pixel cap)
 FRACTION_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
-
-
-class PredictionLog:
-    """Append-only JSON Lines file, rotated at ``max_bytes`` keeping ``backups`` old files. Thread-safe.
-
-    A failing disk never fails a prediction: write errors go to the handler's error path (stderr), once per
-    entry, and serving goes on.
-    """
-
-    def __init__(self, path: str | Path, *, max_bytes: int = 10 * 2**20, backups: int = 3) -> None:
-        if max_bytes <= 0 or backups < 1:
-            raise ValueError(f"prediction log needs max_bytes > 0 and backups >= 1, got {max_bytes}, {backups}")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handler = RotatingFileHandler(
-            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
-        )
-        self._handler.setFormatter(logging.Formatter("%(message)s"))
-
-    def write(self, entry: dict[str, Any]) -> None:
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        self._handler.handle(logging.LogRecord("pokedex.predictions", logging.INFO, __file__, 0, line, None, None))
-
-    def close(self) -> None:
-        self._handler.close()
-
-
-def log_files(path: str | Path) -> list[Path]:
-    """The log and its rotated backups, oldest first (``log.3``, ``log.2``, ``log.1``, ``log``)."""
-    path = Path(path)
-    backups = sorted(
-        (p for p in path.parent.glob(f"{path.name}.*") if p.suffix[1:].isdigit()),
-        key=lambda p: int(p.suffix[1:]),
-        reverse=True,
-    )
-    return [*backups, *([path] if path.exists() else [])]
-
-
-def read_prediction_log(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Entries of the log and its backups in write order; a torn last line (a crash mid-write) is skipped."""
-    for file in log_files(path):
-        with file.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    log.warning("%s:%d: skipping a malformed prediction log line", file, number)
 
 
 class Telemetry:
@@ -103,7 +50,7 @@ class Telemetry:
         reference_low_confidence: float | None = None,
     ) -> None:
         """``reference_low_confidence``: share of validation predictions below ``low_confidence``
-        (``drift.reference_share_below(reference, "confidence", low_confidence)``), exported for the alert rule."""
+        (``reference_share_below(reference, "confidence", low_confidence)``), exported for the alert rule."""
         self.class_names = list(class_names)
         self.low_confidence = low_confidence
         self.per_class = per_class
@@ -118,7 +65,7 @@ class Telemetry:
                 registry=registry,
             ).set(reference_low_confidence)
         if drift is not None:
-            drift.register_metrics(registry)
+            registry.register(DriftCollector(drift))
 
     def observe(self, record: PredictionRecord) -> None:
         """Account one served image (call once per image, after its prediction is known)."""
@@ -189,4 +136,37 @@ class _PredictionMetrics:
             "Share of the canonical (fitted, centred) image that is not transparent.",
             buckets=FRACTION_BUCKETS,
             registry=registry,
+        )
+
+
+class DriftCollector(Collector):
+    """Prometheus collector over a ``DriftMonitor``: the gauges are read from ``report()`` at scrape time."""
+
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self.monitor = monitor
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        report = self.monitor.report()
+        score, threshold, alarm, fill = self._families()
+        for name, entry in report["signals"].items():
+            if entry["score"] is not None:
+                score.add_metric([name], entry["score"])
+            if entry["threshold"] is not None:
+                threshold.add_metric([name], entry["threshold"])
+        alarm.add_metric([], 1.0 if report["alarm"] else 0.0)
+        fill.add_metric([], report["filled"] / report["window_size"])
+        yield from (score, threshold, alarm, fill)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        return (
+            GaugeMetricFamily(
+                "pokedex_drift_score", "Drift statistic of the sliding window, per signal.", labels=["signal"]
+            ),
+            GaugeMetricFamily("pokedex_drift_threshold", "Calibrated alarm threshold, per signal.", labels=["signal"]),
+            GaugeMetricFamily("pokedex_drift_alarm", "1 while any signal of the full window exceeds its threshold."),
+            GaugeMetricFamily("pokedex_drift_window_fill", "Share of the drift window filled (1 = judged)."),
         )

@@ -7,25 +7,27 @@ prediction log and the reference built at export time can never disagree about w
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+from pokedex.preprocess import DEFAULT_MAX_PIXELS, InputFacts, image_to_canonical, open_image
 
 
 @dataclass(frozen=True)
-class InputFacts:
+class UploadFacts:
     """Facts about an upload that are cheap to read and that change when the kind of traffic changes.
 
-    ``had_alpha``: the file declared transparency (alpha channel or a transparent palette entry). Sprites do;
-    photos and screenshots usually don't, which is exactly the shift we want to see.
-    ``foreground_fraction``: share of the canonical (fitted, centred) array that is not transparent.
+    ``width``/``height``/``format`` come from the image header; ``had_alpha`` and ``foreground_fraction`` are
+    the by-products of the one preprocessing pass (``pokedex.preprocess.InputFacts``), so the service, the
+    export-time reference and the prediction log can never disagree about them:
+
+    * ``had_alpha``: some pixel was transparent. Sprites are; photos and screenshots are not, which is exactly
+      the shift we want to see;
+    * ``foreground_fraction``: share of the input's pixels that are content (1.0 for a picture kept opaque).
     """
 
     width: int
@@ -53,7 +55,7 @@ class InputFacts:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> InputFacts:
+    def from_dict(cls, data: dict[str, Any]) -> UploadFacts:
         return cls(
             width=int(data["width"]),
             height=int(data["height"]),
@@ -62,29 +64,29 @@ class InputFacts:
             foreground_fraction=float(data["foreground_fraction"]),
         )
 
+    @classmethod
+    def of(cls, image: Image.Image, facts: InputFacts) -> UploadFacts:
+        """The facts of a decoded ``image`` and of its preprocessing (no second pass over the pixels)."""
+        width, height = image.size
+        return cls(width, height, image.format or "OTHER", facts.had_transparency, float(facts.foreground_fraction))
 
-def input_facts(data: bytes, array: np.ndarray, *, formats: tuple[str, ...] | None = None) -> InputFacts:
-    """Facts of an upload that has already been decoded into ``array`` (canonical uint8 RGBA, (4, S, S)).
 
-    Only the image header is read again (Pillow opens lazily), so this costs microseconds; call it after the
-    upload passed ``decode_upload``, which has already applied the size and format limits to these bytes.
+def decode_with_facts(
+    data: bytes,
+    image_size: int,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] | None = None,
+    name: str = "image",
+) -> tuple[np.ndarray, UploadFacts]:
+    """Encoded bytes → (canonical array, facts) in one decode: the service per upload, export per val image.
+
+    Decoding errors are ``ImageError`` (from ``open_image``). Anything raised while converting an image that
+    decoded fine is a bug, not bad input, so it is left to propagate as it is.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data), formats=formats) as image:
-            width, height = image.size
-            fmt = image.format or "OTHER"
-            had_alpha = image.mode in ALPHA_MODES or "transparency" in image.info
-    return InputFacts(width, height, fmt, had_alpha, foreground_fraction(array))
-
-
-def foreground_fraction(array: np.ndarray) -> float:
-    """Alpha coverage of a canonical RGBA array (channel-first): mean opacity, 1 for a full-frame photo.
-
-    Mean alpha rather than a count of non-zero pixels: resizing leaves a faint halo of low-alpha pixels around
-    a sprite, which a count would take for foreground (+40% on a small sprite, measured).
-    """
-    return float(np.asarray(array[3], dtype=np.float64).mean() / 255.0)
+    image = open_image(data, max_pixels=max_pixels, name=name, formats=formats)
+    array, facts = image_to_canonical(image, image_size)
+    return array, UploadFacts.of(image, facts)
 
 
 def entropy(probs: np.ndarray) -> float:
@@ -105,11 +107,11 @@ class PredictionRecord:
     class_index: int
     confidence: float
     entropy: float
-    facts: InputFacts
+    facts: UploadFacts
     embedding: np.ndarray | None = None
 
     @classmethod
-    def from_probs(cls, probs: np.ndarray, facts: InputFacts, embedding: np.ndarray | None = None) -> PredictionRecord:
+    def from_probs(cls, probs: np.ndarray, facts: UploadFacts, embedding: np.ndarray | None = None) -> PredictionRecord:
         row = np.asarray(probs).reshape(-1)
         index = int(np.argmax(row))
         return cls(index, float(row[index]), entropy(row), facts, embedding)
@@ -128,5 +130,5 @@ class PredictionRecord:
             class_index=int(entry["class_index"]),
             confidence=float(entry["confidence"]),
             entropy=float(entry["entropy"]),
-            facts=InputFacts.from_dict(entry),
+            facts=UploadFacts.from_dict(entry),
         )

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from pokedex.serve.drift import Signal, columns_of, make_signals
-from pokedex.serve.records import PredictionRecord
+from pokedex.drift.records import PredictionRecord
+from pokedex.drift.signals import Signal, columns_of, make_signals
 
 DEFAULT_MIN_EFFECT = {"ks": 0.05, "tvd": 0.05}
 

@@ -4,7 +4,7 @@ Pure numpy, no state, no I/O: every function takes the reference summary and the
 where larger means "more different". None of them returns a p-value on purpose: the textbook p-values assume
 i.i.d. samples and continuous data, and ours have ties (sprites are all 128×128 PNGs), near-duplicates (frames of
 one animation) and a reference that is itself a sample. Thresholds are calibrated empirically instead, on windows
-drawn from held-out in-distribution data (see ``pokedex.serve.drift_calibration``).
+drawn from held-out in-distribution data (see ``pokedex.drift.calibration``).
 """
 
 from __future__ import annotations

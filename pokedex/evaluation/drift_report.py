@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from pokedex.drift.monitor import DriftMonitor
+from pokedex.drift.predlog import read_prediction_log
+from pokedex.drift.records import PredictionRecord
+from pokedex.drift.reference import SIDECAR_KEY
 from pokedex.io import atomic_path, write_text_atomic
-from pokedex.serve.drift import SIDECAR_KEY, DriftMonitor
-from pokedex.serve.records import PredictionRecord
-from pokedex.serve.telemetry import read_prediction_log
 
 NUMERIC = ("confidence", "log10_pixels", "foreground_fraction")
 CATEGORICAL = ("format", "had_alpha", "predicted")
