@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pokedex.config import CONFIG_PATH, register_resolvers
-from pokedex.inference.onnx_export import ExportError, export_onnx
+from pokedex.inference.onnx_export import DriftOptions, ExportError, export_onnx
 
 log = logging.getLogger(__name__)
 register_resolvers()
+
+
+def drift_options(cfg: DictConfig) -> DriftOptions:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(values, dict)
+    values["window_sizes"] = tuple(int(w) for w in values.get("window_sizes", (200,)))
+    return DriftOptions(**values)  # type: ignore[arg-type]
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="export", version_base="1.3")
@@ -29,6 +36,7 @@ def main(cfg: DictConfig) -> None:
             quantize=cfg.quantize,
             calibration_zip=cfg.calibration_zip,
             calibration_images=cfg.calibration_images,
+            drift=drift_options(cfg.drift),
         )
     except (ExportError, ValueError) as exc:  # PredictorError is a ValueError
         log.error("%s", exc)

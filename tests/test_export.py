@@ -12,6 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pokedex.config import CONFIG_PATH
+from pokedex.data.archive import read_index
 from pokedex.export import main as export_main
 from pokedex.inference.loader import load_predictor
 from pokedex.inference.onnx_export import ExportError, export_onnx, parity_max_diff
@@ -33,12 +34,13 @@ def test_parity_with_pytorch(exported: Exported) -> None:
 def test_graph_interface(exported: Exported) -> None:
     model = onnx.load(str(exported.onnx))
     (inp,) = model.graph.input
-    (out,) = model.graph.output
+    out, embeddings = model.graph.output  # probabilities first: clients that take the first output still work
     assert inp.name == "images" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = inp.type.tensor_type.shape.dim
     assert dims[0].dim_param and not dims[0].dim_value  # dynamic batch axis
     assert [d.dim_value for d in dims[1:]] == [4, IMAGE_SIZE, IMAGE_SIZE]
-    assert out.name == "probabilities"
+    assert out.name == "probabilities" and embeddings.name == "embeddings"
+    assert [d.dim_value for d in embeddings.type.tensor_type.shape.dim[1:]] == [512]  # resnet18's pre-logits width
 
 
 def test_sidecar(exported: Exported, trained: TrainedRun) -> None:
@@ -52,6 +54,52 @@ def test_sidecar(exported: Exported, trained: TrainedRun) -> None:
     assert meta["onnx_sha256"] == file_sha256(exported.onnx)
     assert meta["opset"] >= 17
     assert not list(exported.onnx.parent.glob("*.tmp"))
+
+
+def test_embeddings_parity_and_drift_reference(exported: Exported, trained: TrainedRun) -> None:
+    """The second output matches PyTorch's pre-logits features; the sidecar carries a calibrated reference."""
+    from pokedex.inference.onnx_export import embedding_max_diff
+    from pokedex.inference.torch_backend import ExportModel
+
+    classifier, _ = load_checkpoint(exported.checkpoint)
+    assert embedding_max_diff(ExportModel(classifier).eval(), exported.onnx.read_bytes(), IMAGE_SIZE, seed=7) < 1e-3
+    assert exported.sidecar["parity"]["embeddings_max_rel_diff"] < 1e-3
+    assert exported.sidecar["embeddings"] == {"name": "embeddings", "dtype": "float32", "shape": ["batch", 512]}
+    reference = exported.sidecar["drift_reference"]
+    counts = read_index(trained.zip_path).counts()
+    assert reference["records"] == counts["val"]  # built on the val split
+    calibration = reference["calibration"]
+    assert calibration["records"] == counts["test"] and calibration["alpha"] == 0.01  # calibrated on the test split
+    assert set(calibration["thresholds"]["200"]) == set(reference["signals"])
+    assert {"confidence", "format", "had_alpha", "class_groups", "embedding"} <= set(reference["signals"])
+    assert calibration["in_sample_false_alarm_rate"]["200"] <= 0.01
+
+
+def test_thumbnails(exported: Exported) -> None:
+    """One small RGBA PNG per class from the train split, in a sibling file the sidecar names."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    assert exported.sidecar["thumbnails"] == {"file": "model.thumbs.json", "classes": 6, "size": 64}
+    thumbs = json.loads(exported.onnx.with_suffix(".thumbs.json").read_text())
+    assert thumbs["class_names"] == exported.sidecar["class_names"] and sorted(thumbs["thumbnails"]) == list("012345")
+    image = Image.open(io.BytesIO(base64.b64decode(thumbs["thumbnails"]["3"])))
+    assert image.format == "PNG" and image.mode == "RGBA" and max(image.size) <= 64
+
+
+def test_drift_reference_needs_the_dataset(trained: TrainedRun, tmp_path: Path) -> None:
+    from pokedex.inference.onnx_export import DriftOptions
+
+    missing = DriftOptions(zip_path=str(tmp_path / "gone.zip"))
+    with pytest.raises(ExportError, match=r"gone.zip.*not found.*drift.enabled=false"):
+        export_onnx(trained.checkpoint, tmp_path / "m.onnx", exporter="torchscript", drift=missing)
+    assert list(tmp_path.iterdir()) == []
+    sidecar = export_onnx(trained.checkpoint, tmp_path / "m.onnx", exporter="torchscript",
+                          drift=DriftOptions(enabled=False))  # fmt: skip
+    assert "drift_reference" not in sidecar and "thumbnails" not in sidecar
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]
 
 
 def test_refuses_to_overwrite(exported: Exported) -> None:
@@ -101,8 +149,8 @@ def test_dynamic_batch_runs(exported: Exported) -> None:
     session = ort.InferenceSession(str(exported.onnx), providers=["CPUExecutionProvider"])
     for n in (1, 2, 17):
         batch = np.zeros((n, 4, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-        (probs,) = session.run(None, {"images": batch})
-        assert probs.shape == (n, 6)
+        probs, embeddings = session.run(None, {"images": batch})
+        assert probs.shape == (n, 6) and embeddings.shape == (n, 512)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 ONNX_INPUT = "images"
 ONNX_OUTPUT = "probabilities"
+ONNX_EMBEDDINGS = "embeddings"  # second output (pre-logits features) of models exported with a drift reference
 
 
 class PredictorError(ValueError):
@@ -75,6 +76,13 @@ class Predictor(ABC):
     @abstractmethod
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, 4, S, S) → float32 probabilities (N, C)."""
+
+    def predict_with_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, pre-logits embeddings or None): the drift monitor's embedding signal reads the latter.
+
+        Backends without an embedding output return None, and the service's embedding signal says "unavailable".
+        """
+        return self.predict_arrays(batch), None
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[dict[str, Any]]:
         """One row of probabilities → the ``k`` most likely classes, best first."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pokedex.inference.base import ONNX_INPUT, ONNX_OUTPUT, Predictor, PredictorError, sidecar_path
+from pokedex.inference.base import ONNX_EMBEDDINGS, ONNX_INPUT, ONNX_OUTPUT, Predictor, PredictorError, sidecar_path
 from pokedex.io import file_sha256
 from pokedex.preprocess import PreprocessSpec
 
@@ -39,6 +39,16 @@ def run_onnx(session: Any, batch: np.ndarray) -> np.ndarray:
     return np.asarray(probs, dtype=np.float32)
 
 
+def has_embeddings(session: Any) -> bool:
+    return ONNX_EMBEDDINGS in {o.name for o in session.get_outputs()}
+
+
+def run_onnx_embeddings(session: Any, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, embeddings) of one canonical uint8 batch, in one run (a model exported with both)."""
+    probs, embeddings = session.run([ONNX_OUTPUT, ONNX_EMBEDDINGS], {ONNX_INPUT: batch})
+    return np.asarray(probs, dtype=np.float32), np.asarray(embeddings, dtype=np.float32)
+
+
 class OnnxPredictor(Predictor):
     """ONNX Runtime on the CPU; metadata comes from the JSON sidecar written by ``pokedex.export``."""
 
@@ -47,6 +57,7 @@ class OnnxPredictor(Predictor):
     def __init__(self, session: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.session = session
+        self.has_embeddings = has_embeddings(session)
 
     @classmethod
     def from_path(cls, path: str | Path, *, threads: int | None = None) -> OnnxPredictor:
@@ -85,3 +96,8 @@ class OnnxPredictor(Predictor):
 
     def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
         return run_onnx(self.session, self.check_batch(batch))
+
+    def predict_with_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.has_embeddings:
+            return self.predict_arrays(batch), None
+        return run_onnx_embeddings(self.session, self.check_batch(batch))

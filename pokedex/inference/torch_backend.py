@@ -11,7 +11,7 @@ import torch
 from pokedex.inference.base import Predictor, PredictorError
 from pokedex.io import file_sha256
 from pokedex.model.checkpoint import load_classifier
-from pokedex.model.classifier import PokedexClassifier
+from pokedex.model.classifier import PokedexClassifier, normalize
 
 
 def load_checkpoint(path: str | Path) -> tuple[PokedexClassifier, dict[str, Any]]:
@@ -35,6 +35,36 @@ class ProbabilityModel(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(images).softmax(dim=1)
+
+
+def has_pre_logits(classifier: PokedexClassifier) -> bool:
+    """timm backbones split into ``forward_features`` + ``forward_head(pre_logits=...)``; other modules may not."""
+    backbone = classifier.backbone
+    return callable(getattr(backbone, "forward_features", None)) and callable(getattr(backbone, "forward_head", None))
+
+
+class ExportModel(torch.nn.Module):
+    """What gets exported: uint8 RGBA NCHW → (probabilities, embeddings).
+
+    ``embeddings`` are the backbone's pre-logits features (after global pooling, and the head's norm where the
+    architecture has one), the input of the last linear layer: the drift monitor compares their distribution
+    with the validation split's. The probabilities go through ``forward_head`` itself (not a re-implemented
+    classifier call), and the export's parity check compares them with ``PokedexClassifier.forward``.
+    """
+
+    def __init__(self, classifier: PokedexClassifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        classifier = self.classifier
+        x = normalize(images, classifier.spec)
+        if classifier.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = classifier.backbone.forward_features(x)
+        embeddings = classifier.backbone.forward_head(features, pre_logits=True).flatten(1)
+        logits = classifier.backbone.forward_head(features)
+        return logits.softmax(dim=1), embeddings
 
 
 class TorchPredictor(Predictor):
