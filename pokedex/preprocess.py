@@ -56,6 +56,11 @@ class ImageError(ValueError):
     """An input image that cannot be used; the message says which and why."""
 
 
+class UnrecognisedImageError(ImageError):
+    """No allowed decoder can read the header: with ``formats=`` the bytes are not that format, whatever their
+    first bytes claim (the HTTP service answers 415, while a header that parses but data that don't is a 400)."""
+
+
 class ImageTooLargeError(ImageError):
     """The image header announces more pixels than allowed (a decompression bomb guard)."""
 
@@ -145,9 +150,9 @@ def open_image(
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"{name}: {exc} (our limit is {max_pixels} pixels)") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not a recognised image format") from exc
+        raise UnrecognisedImageError(f"{name}: not a recognised image format") from exc
     except Exception as exc:  # a recognised format with a corrupt header: OSError, SyntaxError, struct.error...
-        raise ImageError(f"{name}: corrupt image header ({exc})") from exc
+        raise UnrecognisedImageError(f"{name}: corrupt image header ({exc})") from exc
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(

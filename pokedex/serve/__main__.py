@@ -1,4 +1,7 @@
-"""``python -m pokedex.serve model_path=PATH [host=127.0.0.1] [port=8000]``: run the service with uvicorn."""
+"""``python -m pokedex.serve model_path=PATH [host=127.0.0.1] [port=8000]``: run the service with uvicorn.
+
+Exit status: 0 after a SIGTERM/Ctrl-C drain, 1 when the model fails to load (see ``pokedex.serve.server``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,11 @@ import logging
 from pathlib import Path
 
 import hydra
-import uvicorn
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from pokedex.config import CONFIG_PATH, register_resolvers
-from pokedex.serve.app import create_app
+from pokedex.serve.server import serve
 from pokedex.serve.settings import ServeSettings
 
 log = logging.getLogger("pokedex.serve")
@@ -37,14 +39,9 @@ def main(cfg: DictConfig) -> None:
             "`python -m pokedex.export ckpt_path=<best.ckpt>` or pass a .ckpt/.onnx file."
         )
     log.info("serving %s on http://%s:%s", settings.model_path, settings.host, settings.port)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_keep_alive=settings.timeout_keep_alive,
-    )
+    status = serve(settings)  # 1 when the model failed to load (logged); 0 after a SIGTERM drain
+    if status:
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

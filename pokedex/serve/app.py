@@ -15,16 +15,17 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 import pokedex
+from pokedex.serve.admission import AdmissionMiddleware
 from pokedex.serve.batching import QueueFullError
 from pokedex.serve.prometheus import RequestMetricsMiddleware
-from pokedex.serve.routes import STATIC_DIR, router
-from pokedex.serve.service import NotReadyError, Service
+from pokedex.serve.routes import STATIC_DIR, retry_after, router
+from pokedex.serve.service import NotReadyError, PreprocessingError, Service
 from pokedex.serve.settings import ServeSettings
 from pokedex.serve.uploads import BodySizeLimitMiddleware, UploadError
 
 
-def _error(status: int, detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI, service: Service) -> None:
@@ -37,11 +38,15 @@ def _add_error_handlers(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(NotReadyError)
     async def not_ready(request: Request, exc: NotReadyError) -> JSONResponse:
-        return _error(503, str(exc))
+        return _error(503, str(exc), retry_after(service))
 
     @app.exception_handler(QueueFullError)
     async def queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
-        return _error(503, str(exc))
+        return _error(503, str(exc), retry_after(service))
+
+    @app.exception_handler(PreprocessingError)
+    async def preprocessing_bug(request: Request, exc: PreprocessingError) -> JSONResponse:
+        return _error(500, f"{exc} (logged; not a problem with your upload)")
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
@@ -60,11 +65,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPIOffline(
         title="pokedex",
         version=pokedex.__version__,
-        summary="Which Pokémon is this? Upload a sprite, get the top-k names with probabilities.",
+        summary="Which Pokémon is this? Upload a sprite, a screenshot or a photo of a screen (PNG, JPEG, GIF, WebP, "
+        "BMP); get the top-k names with probabilities, and a notice when the model is unsure.",
         lifespan=lifespan,
     )
     app.state.service = service  # what routes.get_service hands to every handler
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=service.settings.max_upload_bytes)
+    app.add_middleware(AdmissionMiddleware, service=service)  # before any body is read: bounded memory
     app.add_middleware(RequestMetricsMiddleware, metrics=service.metrics)  # outermost: counts 413s too
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(router)

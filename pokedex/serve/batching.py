@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PredictFn = Callable[[np.ndarray], np.ndarray]
+# a batch → one array with a row per image, or a tuple of such arrays (or None, an output the model lacks)
+PredictFn = Callable[[np.ndarray], np.ndarray | tuple[np.ndarray | None, ...]]
+Row = np.ndarray | tuple[np.ndarray | None, ...]
 BatchObserver = Callable[[int, float], None]
 
 
@@ -29,11 +31,19 @@ class QueueFullError(RuntimeError):
 @dataclass
 class _Pending:
     array: np.ndarray
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[Row]
+
+
+def split_rows(outputs: np.ndarray | tuple[np.ndarray | None, ...], n: int) -> list[Row]:
+    """The model's batch outputs → one entry per image: its row, or a tuple of its rows (None stays None)."""
+    if not isinstance(outputs, tuple):
+        return list(outputs)
+    columns = [[None] * n if out is None else list(out) for out in outputs]
+    return [tuple(column[i] for column in columns) for i in range(n)]
 
 
 class MicroBatcher:
-    """``await submit(array)`` → that array's row of the model output, computed in a shared batch."""
+    """``await submit(array)`` → that array's row of the model output(s), computed in a shared batch."""
 
     def __init__(
         self,
@@ -85,12 +95,12 @@ class MicroBatcher:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("server is shutting down"))
 
-    async def submit(self, array: np.ndarray) -> np.ndarray:
+    async def submit(self, array: np.ndarray) -> Row:
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() has not been called")
         if self._queue.qsize() >= self.max_queue:
             raise QueueFullError(f"server busy: {self._queue.qsize()} requests already queued")
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(array, future))
         return await future
 
@@ -122,10 +132,10 @@ class MicroBatcher:
         start = time.perf_counter()
         try:
             stacked = np.stack([p.array for p in batch])
-            probs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, stacked)
+            outputs = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, stacked)
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - start)
-            for p, row in zip(batch, probs, strict=True):
+            for p, row in zip(batch, split_rows(outputs, len(batch)), strict=True):
                 if not p.future.done():
                     p.future.set_result(row)
         except BaseException as exc:

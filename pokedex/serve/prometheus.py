@@ -50,7 +50,13 @@ class ServeMetrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge("pokedex_queue_depth", "Images waiting for a model call.", registry=self.registry)
-        self.ready = Gauge("pokedex_model_ready", "1 once the model is loaded and warmed up.", registry=self.registry)
+        self.ready = Gauge(
+            "pokedex_model_ready", "1 once the model is loaded and warmed up; 0 again while draining.",
+            registry=self.registry,
+        )  # fmt: skip
+        self.inflight = Gauge(
+            "pokedex_inflight_requests", "Prediction requests admitted and not yet answered.", registry=self.registry
+        )
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -18,6 +18,8 @@ class ModelRef(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
+    low_confidence: bool  # the best guess is below the service's low_confidence threshold
+    notice: str | None  # what to tell a person when low_confidence (None otherwise)
     model: ModelRef
     elapsed_ms: float
 
@@ -25,6 +27,8 @@ class PredictResponse(BaseModel):
 class BatchItem(BaseModel):
     index: int
     predictions: list[Prediction]
+    low_confidence: bool
+    notice: str | None
 
 
 class BatchResponse(BaseModel):

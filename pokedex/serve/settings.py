@@ -39,6 +39,17 @@ class ServeSettings:
     intra_op_threads: int = 0  # model threads (ONNX Runtime session / torch); 0 = the runtime's default
     decode_threads: int = 2  # threads decoding uploads off the event loop
     warmup: bool = True  # run the model once per batch size before reporting ready
+    # overload and shutdown
+    max_inflight: int = 64  # /predict requests being read, decoded or predicted at once; more → 503 + Retry-After
+    retry_after_s: int = 1  # the Retry-After of every 503 (busy, queue full, loading, shutting down)
+    shutdown_grace_s: float = 30.0  # on SIGTERM: requests in flight get this long to finish, new ones get 503
+    # monitoring (the drift reference and thumbnails come from the model's export, see pokedex.export)
+    telemetry: bool = True  # per-prediction metrics and the drift window (off: only to measure their cost)
+    drift_window: int = 200  # requests per drift window; the export calibrates thresholds for 200
+    low_confidence: float = 0.5  # top-1 probability below this: counted, and the answer carries a notice
+    prediction_log: str | None = None  # JSON Lines of answers and input facts (never images); None = off
+    prediction_log_max_mb: float = 10.0  # rotate the log at this size ...
+    prediction_log_backups: int = 3  # ... keeping this many old files
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ServeSettings:

@@ -1,13 +1,18 @@
 """Untrusted request bodies: the size cap enforced while streaming, and uploaded bytes → model input.
 
-Decoding goes through ``pokedex.preprocess.bytes_to_array`` (the one shared image path); this module only
-decides which bytes may reach it and maps its errors to HTTP statuses:
+Decoding goes through the one shared image path (``pokedex.drift.records.decode_with_facts``: the canonical
+array and the upload's facts in one pass); this module only decides which bytes may reach it and maps its
+errors to HTTP statuses:
 
 * 400 empty, truncated or corrupt data;
 * 413 a body over ``max_upload_mb`` (before it is read in full) or an image over ``max_pixels`` (checked from
   the header, before decoding);
 * 415 anything that is not PNG, JPEG, GIF, WebP or BMP (text, PDF, TIFF, EPS...), recognised from its magic
-  bytes so that Pillow never parses other formats from the network.
+  bytes, and bytes that carry one format's magic but that format's decoder does not recognise: Pillow is only
+  ever allowed the one decoder the magic bytes name (``formats=(fmt,)``), never its other ~40.
+
+Only decoding errors are the client's: anything else raised by the preprocessing propagates (the service
+answers 500 and logs it at ERROR).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pokedex.preprocess import ImageError, ImageTooLargeError, bytes_to_array
+from pokedex.drift.records import UploadFacts, decode_with_facts
+from pokedex.preprocess import ImageError, ImageTooLargeError, UnrecognisedImageError
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +58,29 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_upload(data: bytes, *, image_size: int, max_pixels: int, name: str = "upload") -> np.ndarray:
-    """Uploaded bytes → canonical uint8 RGBA (4, S, S) array, or ``UploadError`` with status and message.
+def decode_upload(
+    data: bytes, *, image_size: int, max_pixels: int, name: str = "upload"
+) -> tuple[np.ndarray, UploadFacts]:
+    """Uploaded bytes → (canonical uint8 RGBA (4, S, S) array, facts), or ``UploadError`` with status and message.
 
     ``name`` appears in messages; it is ours ("upload", "file #2"), never the client's filename.
     """
     if not data:
         raise UploadError(400, f"{name}: empty file")
-    if sniff_format(data) is None:
+    fmt = sniff_format(data)
+    if fmt is None:
         raise UploadError(415, f"{name}: not a supported image format (send {_SUPPORTED_TEXT})")
     try:
-        return bytes_to_array(data, image_size, max_pixels=max_pixels, name=name)
+        return decode_with_facts(data, image_size, max_pixels=max_pixels, formats=(fmt,), name=name)
     except ImageTooLargeError as exc:
         raise UploadError(413, str(exc)) from exc
-    except ImageError as exc:
+    except UnrecognisedImageError as exc:
+        raise UploadError(
+            415, f"{name}: starts like {fmt} but is not a valid {fmt} image (send {_SUPPORTED_TEXT})"
+        ) from exc
+    except ImageError as exc:  # open_image reports every decoder failure (OSError, SyntaxError...) as one
+        log.info("%s: %s", name, exc)
         raise UploadError(400, str(exc)) from exc
-    except Exception as exc:  # Pillow raises OSError, SyntaxError... for some corrupt headers: still a 400
-        log.info("%s: decoder raised %s: %s", name, type(exc).__name__, exc)
-        raise UploadError(400, f"{name}: truncated or corrupt image data ({exc})") from exc
 
 
 def too_large_message(limit_bytes: int, size: int | None = None) -> str:

@@ -1,4 +1,6 @@
-// Pokédex web page: pick or drop an image, POST it to /predict, show the top-5 with probability bars.
+// Pokédex web page: pick or drop an image, POST it to /predict, show the top-5 with a reference sprite each.
+// Confident answers get probability bars; when the server flags low confidence, a notice says the picture doesn't
+// look like the training sprites and the candidates are shown as guesses, without bars.
 // No framework, no CDN: everything this page needs is served by the app itself.
 "use strict";
 
@@ -9,6 +11,7 @@ const preview = $("preview");
 const list = $("predictions");
 const statusLine = $("status");
 const errorLine = $("error");
+const noticeLine = $("notice");
 let limits = null;
 let previewUrl = null;
 
@@ -21,6 +24,9 @@ function showError(message) {
 function clearError() {
   errorLine.textContent = "";
   errorLine.hidden = true;
+  noticeLine.textContent = "";
+  noticeLine.hidden = true;
+  list.classList.remove("unsure");
 }
 
 // FastAPI errors: {"detail": "text"} or, for validation errors, {"detail": [{"msg": ...}, ...]}.
@@ -31,8 +37,25 @@ function errorText(body, response) {
   return `The server answered ${response.status} ${response.statusText}.`;
 }
 
-function render(predictions) {
+function thumbnail(p) {
+  const img = document.createElement("img");
+  img.className = "thumb";
+  img.src = `/classes/${p.index}/thumbnail`;
+  img.alt = `a training sprite of ${p.label}`;
+  img.width = 48;
+  img.height = 48;
+  img.addEventListener("error", () => { img.style.visibility = "hidden"; });  // model exported without them
+  return img;
+}
+
+function render(body) {
+  const predictions = body.predictions;
   list.replaceChildren();
+  list.classList.toggle("unsure", body.low_confidence);
+  if (body.low_confidence) {
+    noticeLine.textContent = body.notice;
+    noticeLine.hidden = false;
+  }
   for (const p of predictions) {
     const item = document.createElement("li");
     const label = document.createElement("span");
@@ -48,7 +71,7 @@ function render(predictions) {
     const pct = document.createElement("span");
     pct.className = "pct";
     pct.textContent = `${(p.probability * 100).toFixed(1)}%`;
-    item.append(label, track, pct);
+    item.append(thumbnail(p), label, track, pct);
     list.append(item);
   }
 }
@@ -87,7 +110,7 @@ async function classify(file) {
     showError(`Sorry, that didn't work: ${errorText(body, response)}`);
     return;
   }
-  render(body.predictions);
+  render(body);
   statusLine.textContent = `Answered in ${body.elapsed_ms.toFixed(0)} ms.`;
 }
 
