@@ -195,7 +195,7 @@ def _export_checked(
 
 
 def _drift_zip(options: DriftOptions, meta: dict[str, Any]) -> Path:
-    zip_path = options.zip_path or ((meta.get("config") or {}).get("data") or {}).get("zip_path")
+    zip_path = options.zip_path or _data_zip(meta)
     if not zip_path or not Path(zip_path).is_file():
         raise ExportError(
             f"drift reference: dataset zip {zip_path!r} not found (it is computed on the checkpoint's own val and "
@@ -262,13 +262,7 @@ def export_onnx(
     if zip_path is not None:
         sidecar = _with_reference(sidecar, data, zip_path, drift)
 
-    int8 = None
-    if quantize:
-        quant_zip = calibration_zip or ((meta.get("config") or {}).get("data") or {}).get("zip_path")
-        try:
-            int8 = quantize_with_report(data, size, quant_zip, calibration_images)
-        except ValueError as exc:
-            raise ExportError(str(exc)) from exc
+    int8 = _quantize(data, size, calibration_zip or _data_zip(meta), calibration_images) if quantize else None
     if thumbs and zip_path is not None:
         sidecar["thumbnails"] = write_thumbnails(thumbs_path(output), zip_path, sidecar["class_names"], size)
     write_bytes_atomic(output, data)
@@ -280,6 +274,17 @@ def export_onnx(
             int8_sidecar = _with_reference(int8_sidecar, int8[0], zip_path, drift)
         _write_int8(int8_path, int8_sidecar, int8[0])
     return sidecar
+
+
+def _data_zip(meta: dict[str, Any]) -> str | None:
+    return ((meta.get("config") or {}).get("data") or {}).get("zip_path")
+
+
+def _quantize(data: bytes, size: int, zip_path: str | Path | None, images: int) -> tuple[bytes, dict[str, Any]]:
+    try:
+        return quantize_with_report(data, size, zip_path, images)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from exc
 
 
 def _int8_sidecar(fp32_sidecar: dict[str, Any], data: bytes, quantization: dict[str, Any]) -> dict[str, Any]:
