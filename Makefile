@@ -8,10 +8,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.install.stamp
 ARGS ?=
 
+# dev: tests, linters, docs; monitor: Evidently for `python -m pokedex.monitor`, so its test runs instead of skipping
+# (~40 packages, only in this venv: neither training nor the serving image needs them)
+EXTRAS ?= dev,monitor
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 .PHONY: help
@@ -19,7 +23,7 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 .PHONY: install
-install: $(STAMP) ## create .venv and install pokedex with its dev extra (re-runs are instant)
+install: $(STAMP) ## create .venv and install pokedex with its dev and monitor extras (re-runs are instant)
 
 .PHONY: data
 data: $(STAMP) ## fetch, verify and convert the embedded sprites into data/pokemon.zip
@@ -50,6 +54,8 @@ serve: $(STAMP) ## serve models/model.onnx (the DVC pipeline's export) on 127.0.
 
 .PHONY: test
 test: $(STAMP) ## run the default (fast) test suite with coverage
+	@for tool in /usr/bin/chromium promtool; do command -v $$tool >/dev/null || \
+	  echo "note: $$tool not found, its tests will skip (apt-get install chromium prometheus; .ci/run does)"; done
 	$(PY) -m pytest --cov --cov-report=term $(ARGS)
 
 .PHONY: test-slow

@@ -46,6 +46,6 @@ RUN pip install --no-deps --no-build-isolation -e . \
 USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=4).status != 200)"]
 ENTRYPOINT ["python", "-m", "pokedex.serve"]
 CMD ["model_path=/app/models/model.onnx", "host=0.0.0.0", "port=8000"]
