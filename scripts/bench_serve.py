@@ -1,12 +1,18 @@
 """Benchmark the service (ONNX Runtime + micro-batching) against a naive baseline, on loopback only.
 
     python scripts/bench_serve.py [--ckpt best.ckpt] [--image-size 128] [--requests 3000] [--duration 20]
+        [--telemetry-off] [--no-naive]
 
 Both servers run as separate processes on 127.0.0.1 and receive the same PNG uploads from an asyncio/httpx client
 at each concurrency level (default 1 and 16). The baseline is what one writes first: a FastAPI ``def`` endpoint
 that decodes the upload and runs the eager PyTorch model on that single image (no batching, no ONNX). Without
 ``--ckpt`` a throwaway resnet18 is trained for a few batches at ``--image-size`` (accuracy is irrelevant here).
 Every scenario is bounded by ``--requests`` and ``--duration``; nothing leaves the machine.
+
+It also measures the **ceiling**: the same ONNX model in-process (ONNX Runtime session built exactly as the
+service builds it, canonical arrays, no HTTP, no decoding) at batch sizes 1..32, and prints the best images/s and
+the served/ceiling ratio of every service scenario. ``--telemetry-off`` adds the service with ``telemetry=false``
+(no per-prediction metrics, drift window or embeddings output read) to price the monitoring.
 """
 
 import argparse
@@ -183,12 +189,34 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
 NAIVE = "naive (eager torch, no batching)"
 
 
-def service_cmd(model: Path, port: int, args: argparse.Namespace, run_dir: Path) -> list[str]:
+def service_cmd(model: Path, port: int, args: argparse.Namespace, run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "pokedex.serve", f"model_path={model}", f"port={port}", "access_log=false",
         "log_level=warning", f"max_batch_size={args.max_batch_size}", f"max_wait_ms={args.max_wait_ms}",
-        f"intra_op_threads={args.threads}", f"hydra.run.dir={run_dir}",
+        f"intra_op_threads={args.threads}", f"decode_threads={args.decode_threads}", f"hydra.run.dir={run_dir}",
+        *extra,
     ]  # fmt: skip
+
+
+def ceiling(model: Path, threads: int, seconds: float = 4.0) -> tuple[int, float, dict[int, float]]:
+    """(best batch size, its images/s, images/s per batch size): the model alone, as the service runs it."""
+    import numpy as np
+
+    from pokedex.inference.onnx_backend import onnx_session, run_onnx
+
+    session = onnx_session(model, threads=threads or None)
+    size = session.get_inputs()[0].shape[-1]
+    rates: dict[int, float] = {}
+    for batch_size in (1, 2, 4, 8, 16, 32):
+        batch = np.random.default_rng(0).integers(0, 256, (batch_size, 4, size, size), dtype=np.uint8)
+        run_onnx(session, batch)  # warm-up
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            run_onnx(session, batch)
+            done += batch_size
+        rates[batch_size] = done / (time.perf_counter() - start)
+    best = max(rates, key=rates.__getitem__)
+    return best, rates[best], rates
 
 
 def main() -> None:
@@ -203,6 +231,9 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=0, help="model intra-op threads (0: runtime default)")
+    parser.add_argument("--decode-threads", type=int, default=2, help="the service's decode threads")
+    parser.add_argument("--telemetry-off", action="store_true", help="also run the service with telemetry=false")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline server")
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -227,13 +258,24 @@ def main() -> None:
     servers: dict[str, tuple[list[str], int]] = {}
     port = free_port()
     servers["service (onnx + batching)"] = (service_cmd(onnx_path, port, args, workdir / "serve"), port)
+    if args.telemetry_off:
+        port = free_port()
+        cmd = service_cmd(onnx_path, port, args, workdir / "serve-off", "telemetry=false")
+        servers["service, telemetry+drift off"] = (cmd, port)
     if args.int8:
         port = free_port()
         int8 = onnx_path.with_suffix(".int8.onnx")
         servers["service (onnx int8 + batching)"] = (service_cmd(int8, port, args, workdir / "serve-int8"), port)
-    port = free_port()
-    script = str(Path(__file__).resolve())
-    servers[NAIVE] = ([sys.executable, script, "--baseline-server", "--ckpt", str(ckpt), "--port", str(port)], port)
+    if not args.no_naive:
+        port = free_port()
+        script = str(Path(__file__).resolve())
+        servers[NAIVE] = ([sys.executable, script, "--baseline-server", "--ckpt", str(ckpt), "--port", str(port)], port)
+    best_batch, best_rate, rates = ceiling(onnx_path, args.threads)
+    print(
+        "ceiling (in-process ONNX Runtime, no HTTP/decoding): "
+        + ", ".join(f"b={b}: {r:.1f}/s" for b, r in rates.items())
+        + f" → best b={best_batch} {best_rate:.1f} img/s"
+    )
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} image={size}px batch<={args.max_batch_size} "
           f"wait={args.max_wait_ms}ms requests<={args.requests} duration<={args.duration}s", flush=True)  # fmt: skip
 
@@ -260,11 +302,21 @@ def main() -> None:
         print(f"{r.server:34s} {r.concurrency:4d} {r.requests:5d} {r.errors:4d} {r.throughput:7.1f} "
               f"{r.pct(50):8.1f} {r.pct(99):8.1f}")  # fmt: skip
     print()
+    for r in results:
+        if r.server != NAIVE:
+            print(f"concurrency {r.concurrency:2d}, {r.server}: served/ceiling = {r.throughput:.1f}/{best_rate:.1f} "
+                  f"= {r.throughput / best_rate:.2f}")  # fmt: skip
     for concurrency in args.concurrency:
         by = {r.server: r for r in results if r.concurrency == concurrency}
-        naive = by[NAIVE]
+        on, off = by.get("service (onnx + batching)"), by.get("service, telemetry+drift off")
+        if on and off:
+            print(
+                f"concurrency {concurrency:2d}: telemetry+drift cost {1 - on.throughput / off.throughput:+.1%} "
+                f"throughput ({on.throughput:.1f} on vs {off.throughput:.1f} off req/s)"
+            )
+        naive = by.get(NAIVE)
         for name, r in by.items():
-            if name != NAIVE:
+            if naive is not None and name != NAIVE:
                 ratio = r.throughput / naive.throughput
                 latency = f"p50 {r.pct(50):.0f}/{naive.pct(50):.0f} ms, p99 {r.pct(99):.0f}/{naive.pct(99):.0f} ms"
                 print(f"concurrency {concurrency:2d}, {name} / naive: throughput ×{ratio:.2f}, {latency}")
