@@ -1,0 +1,166 @@
+"""Measure the drift detector: false-alarm rate on in-distribution windows, detection rate and delay off-domain.
+
+    python scripts/bench_drift.py [--ckpt best.ckpt] [--window 200] [--runs 20]
+
+With ``--ckpt`` the model is exported (drift reference from its own val split, thresholds calibrated on its test
+split, as ``pokedex.export`` does) and measured on its own dataset zip; without it, a throwaway resnet18 is trained
+for a few batches on a generated synthetic dataset (40 classes, 64 px) and measured on that, which says how the
+statistics behave, not how a real sprite model does. Every record is made as the service makes it: the upload's
+bytes through ``decode_with_facts`` and the exported ONNX graph (probabilities + embeddings), no HTTP.
+
+* false alarms: share of windows (``--windows`` random windows of distinct test-split images, and of val-split
+  images) on which a fresh monitor alarms. The test split is what the thresholds were calibrated on, so its rate is
+  an in-sample figure; the val split (the reference's own data) is a second look;
+* detection: the window is first filled with test-split sprites, then an off-domain stream arrives one request at
+  a time; the delay is the number of off-domain requests until ``/drift`` would say "drift" (``--runs`` random
+  orders; a run that has not alarmed after two windows counts as missed). Streams: the test sprites flattened onto
+  white and saved as JPEG (what people upload), and random shapes on noise (JPEG photos of nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+def flattened_jpeg(png: bytes) -> bytes:
+    image = Image.open(io.BytesIO(png)).convert("RGBA")
+    canvas = Image.new("RGB", image.size, (255, 255, 255))
+    canvas.paste(image, mask=image.getchannel("A"))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def shapes_on_noise(rng: np.random.Generator, size: tuple[int, int] = (320, 240)) -> bytes:
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, size[0] - 40)), int(rng.integers(0, size[1] - 40))
+        box = (x0, y0, x0 + int(rng.integers(20, 120)), y0 + int(rng.integers(20, 120)))
+        draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def records_of(session, images: list[bytes], size: int) -> list:
+    from pokedex.drift.records import PredictionRecord, decode_with_facts
+    from pokedex.inference.onnx_backend import run_onnx_embeddings
+
+    out = []
+    for start in range(0, len(images), 64):
+        decoded = [decode_with_facts(data, size) for data in images[start : start + 64]]
+        probs, embeddings = run_onnx_embeddings(session, np.stack([a for a, _ in decoded]))
+        out += [PredictionRecord.from_probs(p, f, e) for p, (_, f), e in zip(probs, decoded, embeddings, strict=True)]
+    return out
+
+
+def false_alarm_rate(reference: dict, records: list, window: int, count: int, rng: np.random.Generator) -> float:
+    from pokedex.drift.monitor import DriftMonitor
+
+    alarms = 0
+    for _ in range(count):
+        rows = rng.choice(len(records), size=window, replace=len(records) < window)
+        monitor = DriftMonitor(reference, window=window)
+        monitor.extend(records[i] for i in rows)
+        alarms += monitor.report()["alarm"]
+    return alarms / count
+
+
+def delays(reference: dict, normal: list, shifted: list, window: int, runs: int, rng: np.random.Generator) -> list:
+    from pokedex.drift.monitor import DriftMonitor
+
+    out = []
+    for _ in range(runs):
+        monitor = DriftMonitor(reference, window=window)
+        monitor.extend(normal[i] for i in rng.choice(len(normal), size=window, replace=len(normal) < window))
+        found = None
+        for step, i in enumerate(rng.choice(len(shifted), size=2 * window, replace=len(shifted) < 2 * window), 1):
+            monitor.add(shifted[i])
+            if monitor.report()["alarm"]:  # what GET /drift would say after this request
+                found = step
+                break
+        out.append(found)
+    return out
+
+
+def split_bytes(zip_path: Path, split: str) -> list[bytes]:
+    from pokedex.data.archive import read_index
+
+    with zipfile.ZipFile(zip_path) as zf:
+        return [zf.read(m.path) for m in read_index(zip_path).split(split)]
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path | None]:
+    """(checkpoint, dataset zip or None = the checkpoint's own)."""
+    from bench_serve import train_throwaway
+
+    if args.ckpt:
+        return args.ckpt, args.zip
+    from pokedex.data.sources.synthetic import make_synthetic_zip
+
+    zip_path = workdir / "synthetic.zip"
+    make_synthetic_zip(zip_path, num_classes=40, animations_per_class=4, frames_per_animation=8, image_size=64)
+    return train_throwaway(workdir, 64), zip_path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", type=Path)
+    parser.add_argument("--zip", type=Path, help="dataset zip of --ckpt (default: the one it was trained on)")
+    parser.add_argument("--window", type=int, default=200)
+    parser.add_argument("--windows", type=int, default=2000, help="random windows for the false-alarm rate")
+    parser.add_argument("--runs", type=int, default=10, help="random orders per off-domain stream")
+    args = parser.parse_args()
+
+    from pokedex.inference.onnx_backend import onnx_session
+    from pokedex.inference.onnx_export import DriftOptions, export_onnx
+
+    workdir = Path(tempfile.mkdtemp(prefix="pokedex-drift-"))
+    ckpt, zip_path = prepare(args, workdir)
+    options = DriftOptions(zip_path=str(zip_path) if zip_path else None, window_sizes=(args.window,))
+    sidecar = export_onnx(ckpt, workdir / "model.onnx", drift=options)
+    zip_path = Path(options.zip_path or sidecar["data"]["zip_path"])
+    reference, size = sidecar["drift_reference"], int(sidecar["preprocess"]["image_size"])
+    session = onnx_session(workdir / "model.onnx")
+    test_png, val_png = split_bytes(zip_path, "test"), split_bytes(zip_path, "val")
+    test, val = records_of(session, test_png, size), records_of(session, val_png, size)
+    rng = np.random.default_rng(0)
+    streams = {
+        "test sprites flattened on white, JPEG": records_of(session, [flattened_jpeg(p) for p in test_png], size),
+        "random shapes on noise, JPEG 320x240": records_of(session, [shapes_on_noise(rng) for _ in range(300)], size),
+    }
+    result = {
+        "model": f"{sidecar['model_name']} {size}px, {len(sidecar['class_names'])} classes ({ckpt})",
+        "window": args.window,
+        "thresholds": reference["calibration"]["thresholds"][str(args.window)],
+        "false_alarm_rate_test_split": false_alarm_rate(reference, test, args.window, args.windows, rng),
+        "false_alarm_rate_val_split": false_alarm_rate(reference, val, args.window, args.windows, rng),
+        "records": {"test": len(test), "val": len(val)},
+    }
+    for name, shifted in streams.items():
+        found = delays(reference, test, shifted, args.window, args.runs, rng)
+        hits = [d for d in found if d is not None]
+        result[name] = {
+            "detection_rate": len(hits) / len(found),
+            "delay_median": statistics.median(hits) if hits else None,
+            "delay_max": max(hits) if hits else None,
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
