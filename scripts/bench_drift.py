@@ -23,6 +23,7 @@ import argparse
 import io
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -32,7 +33,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "scripts"))
 
 
 def flattened_jpeg(png: bytes) -> bytes:
@@ -53,6 +53,20 @@ def shapes_on_noise(rng: np.random.Generator, size: tuple[int, int] = (320, 240)
         draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def noise_blob_png(rng: np.random.Generator, size: int = 128) -> bytes:
+    """Noise inside an ellipse on a transparent canvas: the same format, size and transparency as a sprite, so
+    only the model-side signals (confidence, classes, embedding) and the foreground fraction can see it."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    mask = Image.new("L", (size, size), 0)
+    margin = int(rng.integers(4, size // 4))
+    ImageDraw.Draw(mask).ellipse((margin, margin, size - margin, size - margin), fill=255)
+    noise = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).convert("RGBA")
+    image.paste(noise, mask=mask)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -87,13 +101,14 @@ def delays(reference: dict, normal: list, shifted: list, window: int, runs: int,
     for _ in range(runs):
         monitor = DriftMonitor(reference, window=window)
         monitor.extend(normal[i] for i in rng.choice(len(normal), size=window, replace=len(normal) < window))
-        found = None
+        found, signals = None, []
         for step, i in enumerate(rng.choice(len(shifted), size=2 * window, replace=len(shifted) < 2 * window), 1):
             monitor.add(shifted[i])
-            if monitor.report()["alarm"]:  # what GET /drift would say after this request
-                found = step
+            report = monitor.report()  # what GET /drift would say after this request
+            if report["alarm"]:
+                found, signals = step, [n for n, e in report["signals"].items() if e["verdict"] == "drift"]
                 break
-        out.append(found)
+        out.append((found, signals))
     return out
 
 
@@ -105,16 +120,25 @@ def split_bytes(zip_path: Path, split: str) -> list[bytes]:
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> tuple[Path, Path | None]:
-    """(checkpoint, dataset zip or None = the checkpoint's own)."""
-    from bench_serve import train_throwaway
+    """(checkpoint, dataset zip or None = the checkpoint's own): without --ckpt, a small synthetic model.
 
+    40 classes × 4 animations × 8 frames at 64 px: 320 images per split, so a window of 200 holds distinct
+    images (the default synthetic data has 18 per split); 2 epochs of 30 batches, enough to be well above chance.
+    """
     if args.ckpt:
         return args.ckpt, args.zip
-    from pokedex.data.sources.synthetic import make_synthetic_zip
-
-    zip_path = workdir / "synthetic.zip"
-    make_synthetic_zip(zip_path, num_classes=40, animations_per_class=4, frames_per_animation=8, image_size=64)
-    return train_throwaway(workdir, 64), zip_path
+    run_dir, zip_path = workdir / "train", workdir / "synthetic.zip"
+    cmd = [
+        sys.executable, "-m", "pokedex.train", "model=resnet18", "data=synthetic", "data.image_size=64",
+        f"data.zip_path={zip_path}", "data.source.num_classes=40", "data.source.frames_per_animation=8",
+        "data.batch_size=32", "trainer=cpu", "trainer.max_epochs=2", "+trainer.limit_train_batches=30",
+        "trainer.num_sanity_val_steps=0", "logger=none", "test=false", "callbacks.progress_bar=null",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    print("training a small resnet18 on 40 synthetic classes at 64 px ...", file=sys.stderr, flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    return (ckpt if ckpt.exists() else run_dir / "checkpoints" / "last.ckpt"), zip_path
 
 
 def main() -> None:
@@ -142,6 +166,9 @@ def main() -> None:
     streams = {
         "test sprites flattened on white, JPEG": records_of(session, [flattened_jpeg(p) for p in test_png], size),
         "random shapes on noise, JPEG 320x240": records_of(session, [shapes_on_noise(rng) for _ in range(300)], size),
+        "noise blobs on a transparent canvas, PNG (sprite-like file)": records_of(
+            session, [noise_blob_png(rng, Image.open(io.BytesIO(test_png[0])).width) for _ in range(300)], size
+        ),
     }
     result = {
         "model": f"{sidecar['model_name']} {size}px, {len(sidecar['class_names'])} classes ({ckpt})",
@@ -153,11 +180,12 @@ def main() -> None:
     }
     for name, shifted in streams.items():
         found = delays(reference, test, shifted, args.window, args.runs, rng)
-        hits = [d for d in found if d is not None]
+        hits = [d for d, _ in found if d is not None]
         result[name] = {
             "detection_rate": len(hits) / len(found),
             "delay_median": statistics.median(hits) if hits else None,
             "delay_max": max(hits) if hits else None,
+            "signals_at_alarm": sorted({n for _, names in found for n in names}),
         }
     print(json.dumps(result, indent=2))
 
