@@ -42,6 +42,7 @@ die() {
   exit 1
 }
 
+# shellcheck disable=SC2317  # run by the EXIT trap, which shellcheck does not follow
 cleanup() {
   local status=$?
   set +e
@@ -340,3 +341,4 @@ main() {
 }
 
 main "$@"
+exit  # nothing below is read: the file may be edited while a run is in progress

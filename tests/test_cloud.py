@@ -142,3 +142,18 @@ def test_the_module_runs_as_a_user_would() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["scheduling"]["strategy"] == "SPOT"
+
+
+def test_cloud_run_service_keeps_the_contract_and_matches_the_serving_config() -> None:
+    service = yaml.safe_load((REPO / "deploy" / "cloudrun" / "service.yaml").read_text())
+    serve = yaml.safe_load((REPO / "conf" / "serve.yaml").read_text())
+    spec = service["spec"]["template"]["spec"]
+    assert spec["containerConcurrency"] == serve["max_batch_size"], "one micro-batch per instance"
+    (container,) = spec["containers"]
+    port = container["ports"][0]["containerPort"]
+    assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": port}
+    assert "${oc.env:PORT" in serve["port"], "the app listens on Cloud Run's $PORT"
+    assert not any(arg.startswith("port=") for arg in container["args"]), "a fixed port would ignore $PORT"
+    assert f"intra_op_threads={container['resources']['limits']['cpu']}" in container["args"]
+    assert container["image"] == "${IMAGE}" and spec["serviceAccountName"] == "${SERVICE_ACCOUNT}"
