@@ -296,6 +296,7 @@ api_checks() {
     die "import torch succeeded in the API image"
   fi
   log "import torch in the API image: $(tail -1 "$WORK/torch.log")"
+  log "API container memory after the requests: $("$DOCKER" stats --no-stream --format '{{.MemUsage}}' "$API")"
 }
 
 # Cloud Run sends SIGTERM and kills 10 s later: the server must exit by itself, with status 0, before that.
@@ -340,5 +341,4 @@ main() {
   section "docker-test: all checks passed"
 }
 
-main "$@"
-exit  # nothing below is read: the file may be edited while a run is in progress
+main "$@"; exit  # one line: bash reads nothing more from this file, which may change during a run

@@ -12,7 +12,8 @@ import yaml
 
 from pokedex.cloud import secrets, vertex
 from pokedex.cloud.__main__ import main
-from tests.conftest import REPO
+from pokedex.serve.settings import ServeSettings
+from tests.helpers.hydra import REPO
 
 REAL = ["project=proj-1", "bucket=pokedex-data", "image_uri=registry.example/pokedex/train-cuda:v1", "job_name=j1"]
 
@@ -148,7 +149,7 @@ def test_cloud_run_service_keeps_the_contract_and_matches_the_serving_config() -
     service = yaml.safe_load((REPO / "deploy" / "cloudrun" / "service.yaml").read_text())
     serve = yaml.safe_load((REPO / "conf" / "serve.yaml").read_text())
     spec = service["spec"]["template"]["spec"]
-    assert spec["containerConcurrency"] == serve["max_batch_size"], "one micro-batch per instance"
+    assert spec["containerConcurrency"] == ServeSettings().max_batch_size, "one micro-batch per instance"
     (container,) = spec["containers"]
     port = container["ports"][0]["containerPort"]
     assert container["startupProbe"]["httpGet"] == {"path": "/ready", "port": port}

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_helpers import Exported, sprite_bytes
+from tests.helpers.serving import Exported, sprite_bytes
 
 pytest_plugins = ["tests.serve_fixtures"]
 pytestmark = pytest.mark.slow

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.hydra import REPO
 from tests.test_dvc_pipeline import dvc, git, sha256_tree
 
 pytestmark = pytest.mark.slow
