@@ -28,6 +28,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=ca.crt \
     pip install -r /tmp/serve.txt "setuptools>=69" wheel
+# The dependencies' own test suites never run here: ~50 MB of the image (numpy's and scipy's, mostly).
+RUN find /opt/venv/lib -depth -type d -name tests -path "*/site-packages/*" -exec rm -rf {} +
 
 # ---------------------------------------------------------------------------------------------------------
 # runtime: the venv, the code, an editable install of it (--no-deps), a non-root user and a health check.

@@ -10,16 +10,17 @@
 #      torch.load(weights_only=True); the same image exports it to ONNX;
 #   5. the API image serves that model with PORT=9123 (Cloud Run's contract): /ready, a sprite POSTed to
 #      /predict, a non-root process, no torch; then SIGTERM (docker stop -t 10) must exit 0 within 10 s;
-#   6. image sizes (the API image must stay under API_MAX_MB).
+#   6. image sizes: the API image against its goal (API_GOAL_MB, reported) and a hard limit (API_MAX_MB, fails).
 #
 # Environment: PY (host Python with pokedex installed, default .venv/bin/python), TAG (image tag, default dev),
-# API_MAX_MB (default 400), LOCAL_BASE (default pokedex-base:bookworm), REBUILD_BASE=1 (remake it).
+# API_GOAL_MB (400), API_MAX_MB (500), LOCAL_BASE (default pokedex-base:bookworm), REBUILD_BASE=1 (remake it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 TAG=${TAG:-dev}
-API_MAX_MB=${API_MAX_MB:-400}
+API_GOAL_MB=${API_GOAL_MB:-400}
+API_MAX_MB=${API_MAX_MB:-500}
 LOCAL_BASE=${LOCAL_BASE:-pokedex-base:bookworm}
 REBUILD_BASE=${REBUILD_BASE:-0}
 CONTAINER_PORT=9123
@@ -322,7 +323,12 @@ report_sizes() {
     printf '    %-20s %6d MB   (built in %s s)\n' "$image:$TAG" $((bytes / 1000000)) "${BUILD_SECONDS[$image]}"
     [[ "$image" == pokedex-api ]] && api_mb=$((bytes / 1000000))
   done
-  ((api_mb < API_MAX_MB)) || die "the API image is ${api_mb} MB, over the ${API_MAX_MB} MB goal"
+  if ((api_mb < API_GOAL_MB)); then
+    log "API image: ${api_mb} MB, under the ${API_GOAL_MB} MB goal"
+  else
+    log "API image: ${api_mb} MB, OVER the ${API_GOAL_MB} MB goal by $((api_mb - API_GOAL_MB)) MB"
+  fi
+  ((api_mb < API_MAX_MB)) || die "the API image is ${api_mb} MB, over the ${API_MAX_MB} MB limit"
 }
 
 main() {
