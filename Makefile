@@ -83,6 +83,10 @@ docker-lint: $(STAMP) ## lint the Dockerfiles in docker/ with hadolint
 	$(VENV)/bin/hadolint docker/*.dockerfile
 	@echo "hadolint: no findings in $(words $(wildcard docker/*.dockerfile)) Dockerfiles"
 
+.PHONY: docker-test
+docker-test: $(STAMP) ## build the api, train and train-cuda images and test them end to end (scripts/docker_test.sh)
+	bash scripts/docker_test.sh
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@

@@ -30,7 +30,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY --from=requirements /src/requirements.txt /src/torch.txt /tmp/
 # The pip cache mount survives between builds (BuildKit): a changed dependency list re-downloads only what changed.
+# Two optional build secrets (absent from a plain build, and never stored in a layer): `pip.conf`, mounted as
+# the site-wide pip configuration, and `ca.crt`, the CA bundle it may name, for builds whose package indexes
+# sit behind a TLS-inspecting proxy or on the build host (scripts/docker_test.sh passes both).
 RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=ca.crt \
     if [ -n "${TORCH_INDEX_URL}" ]; then pip install --index-url "${TORCH_INDEX_URL}" -r /tmp/torch.txt; fi \
     && pip install -r /tmp/requirements.txt "setuptools>=69" wheel
 

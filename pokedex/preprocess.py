@@ -291,12 +291,18 @@ def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputF
     return (content.crop(tight) if tight else None), facts
 
 
-def _fit(content: Image.Image | None, image_size: int) -> np.ndarray:
-    """Scale the content (RGBA, or RGB = opaque) so its long side is exactly S, centred on a transparent canvas."""
+def _fit(content: Image.Image | None, image_size: int, upscale: bool = True) -> np.ndarray:
+    """Scale the content (RGBA, or RGB = opaque) so its long side is exactly S, centred on a transparent canvas.
+
+    ``upscale=False`` only ever shrinks: data preparation stores content at its native size (a small, crisp PNG)
+    and leaves the one resize to the model's input size to training.
+    """
     if content is None:
         return np.zeros((4, image_size, image_size), dtype=np.uint8)
     width, height = content.size
     scale = image_size / max(width, height)
+    if not upscale:
+        scale = min(scale, 1.0)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if scale > 1:  # nearest to an integer multiple first: pixel art stays crisp, then Lanczos down to S
         k = math.ceil(scale)
@@ -310,7 +316,7 @@ def _fit(content: Image.Image | None, image_size: int) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def image_to_canonical(image: Image.Image, image_size: int) -> tuple[np.ndarray, InputFacts]:
+def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = True) -> tuple[np.ndarray, InputFacts]:
     """THE preprocessing function, with its by-products: (canonical uint8 RGBA array (4, S, S), InputFacts)."""
     oriented = ImageOps.exif_transpose(image) if image.format == "JPEG" else image
     rgb = oriented
@@ -319,15 +325,15 @@ def image_to_canonical(image: Image.Image, image_size: int) -> tuple[np.ndarray,
         alpha = rgba.getchannel("A")
         if alpha.getextrema()[0] < 255:
             content, facts = _content_from_alpha(rgba, alpha)
-            return _fit(content, image_size), facts
+            return _fit(content, image_size, upscale), facts
         rgb = rgba.convert("RGB")
     content, facts = _content_from_estimate(_to_rgb(rgb))
-    return _fit(content, image_size), facts
+    return _fit(content, image_size, upscale), facts
 
 
-def image_to_array(image: Image.Image, image_size: int) -> np.ndarray:
+def image_to_array(image: Image.Image, image_size: int, *, upscale: bool = True) -> np.ndarray:
     """THE preprocessing function: any PIL image → canonical uint8 RGBA array of shape (4, S, S)."""
-    return image_to_canonical(image, image_size)[0]
+    return image_to_canonical(image, image_size, upscale=upscale)[0]
 
 
 def bytes_to_canonical(

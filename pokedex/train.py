@@ -20,6 +20,7 @@ from pokedex.evaluation.suite import run_suite, summarize
 from pokedex.inference.loader import load_predictor
 from pokedex.io import write_json_atomic
 from pokedex.model.checkpoint import read_checkpoint
+from pokedex.training.checkpointing import preemption_exit_code, resume_checkpoint
 
 log = logging.getLogger(__name__)
 register_resolvers()
@@ -50,7 +51,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for lg in loggers:
         lg.log_hyperparams(model.resolved_config)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    resume_from = resume_checkpoint(cfg.get("resume", "never"), cfg.get("ckpt_path"), callbacks)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     checkpoint = trainer.checkpoint_callback
     best_path = getattr(checkpoint, "best_model_path", "") or None
     best_val = getattr(checkpoint, "best_model_score", None)
@@ -116,7 +118,8 @@ def _progress(trainer: L.Trainer) -> tuple[int, int]:
 def main(cfg: DictConfig) -> float:
     if HydraConfig.initialized():
         OmegaConf.save(cfg, Path(cfg.paths.output_dir) / "config_resolved.yaml", resolve=True)
-    summary = train(cfg)
+    with preemption_exit_code():  # SIGTERM (preemption): exit 143 after the checkpoint, not 0
+        summary = train(cfg)
     return float(summary["best_val_top1"] or 0.0)
 
 

@@ -57,7 +57,7 @@ def test_original_layout_yields_given_splits_and_labels(original_layout_zip: Pat
             colour = tuple(int(c) for c in image[:3, 32, 32])
             expected_colour = CLASSES[dm.class_names[label]]
             assert np.allclose(colour, expected_colour, atol=3), (colour, expected_colour)
-            assert image[3, 0, 0] == 0 and image[3, 32, 32] == 255
+            assert image[3].min() == 255  # cropped to its content: the square fills the canvas
 
 
 def test_loaders_work_with_worker_processes(original_layout_zip: Path, tmp_path: Path) -> None:

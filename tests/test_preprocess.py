@@ -261,3 +261,14 @@ def test_canonical_arrays_are_fixed_points() -> None:
     for image in (make_sprite(), big, flatten(make_sprite(), (0, 0, 0))):
         array = image_to_array(image, 48)
         assert np.array_equal(image_to_array(Image.fromarray(array.transpose(1, 2, 0)), 48), array)
+
+
+def test_data_preparation_keeps_native_size() -> None:
+    """``upscale=False`` (what prepare stores) crops to the content but never enlarges it: small, crisp PNGs."""
+    sprite = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    sprite.paste(Image.new("RGBA", (10, 20), (200, 30, 30, 255)), (5, 5))
+    stored = image_to_array(sprite, 64, upscale=False)
+    rows, cols = np.nonzero(stored[3])
+    assert (np.ptp(rows) + 1, np.ptp(cols) + 1) == (20, 10)  # native size, centred
+    assert abs(rows.mean() - 31.5) < 1 and abs(cols.mean() - 31.5) < 1
+    assert np.array_equal(image_to_array(Image.fromarray(stored.transpose(1, 2, 0)), 32), image_to_array(sprite, 32))

@@ -86,38 +86,63 @@ class BatchAugment:
         rgb = ((rgb - mean) * c + mean) * b
         return torch.cat([rgb.clamp(0.0, 1.0) * opaque, alpha], dim=1)
 
+    @staticmethod
+    def _chosen(uniform: Uniform, p: float) -> torch.Tensor:
+        """Indices of the samples that get an augmentation of probability ``p`` (work is done on those only)."""
+        return torch.nonzero(uniform(0.0, 1.0) < p).flatten()
+
     def _degrade(self, x: torch.Tensor, uniform: Uniform, generator: torch.Generator | None) -> torch.Tensor:
-        """A thumbnail blown up or an out-of-focus copy: down-then-up sampling by 1/3..1 (premultiplied, so
+        """A thumbnail blown up or an out-of-focus copy: down-then-up sampling by 1/3..0.9 (premultiplied, so
         edges soften into transparency as a real blur does) and mild noise on the colours."""
-        chosen = (uniform(0.0, 1.0) < self.degrade_p).view(-1, 1, 1, 1)
-        size = x.shape[-1]
+        chosen = self._chosen(uniform, self.degrade_p)
         factor = float(uniform(1 / 3, 0.9)[0])  # one factor per batch: interpolate takes one output size
-        small = max(4, round(size * factor))
-        alpha = x[:, 3:]
-        premultiplied = torch.cat([x[:, :3] * alpha, alpha], dim=1)
-        soft = F.interpolate(F.interpolate(premultiplied, size=small, mode="area"), size=size, mode="bilinear")
+        if not len(chosen):
+            return x
+        sub, size = x[chosen], x.shape[-1]
+        alpha = sub[:, 3:]
+        premultiplied = torch.cat([sub[:, :3] * alpha, alpha], dim=1)
+        small = F.interpolate(premultiplied, size=max(4, round(size * factor)), mode="area")
+        soft = F.interpolate(small, size=size, mode="bilinear")
         soft_alpha = soft[:, 3:].clamp(0.0, 1.0)
-        noise = torch.randn(x[:, :3].shape, generator=generator).to(x.device) * 0.02
+        noise = torch.randn(sub[:, :3].shape, generator=generator).to(x.device) * 0.02
         rgb = (soft[:, :3] / soft_alpha.clamp_min(1e-3) + noise).clamp(0.0, 1.0) * (soft_alpha > 0)
-        return torch.where(chosen, torch.cat([rgb, soft_alpha], dim=1), x)
+        out = x.clone()
+        out[chosen] = torch.cat([rgb, soft_alpha], dim=1)
+        return out
 
     def _background(self, x: torch.Tensor, uniform: Uniform, generator: torch.Generator | None) -> torch.Tensor:
         """Composite onto an opaque background of a random kind and drop the alpha channel (alpha = 1)."""
-        n, _, height, width = x.shape
-        kinds = [BACKGROUNDS.index(k) for k in self.backgrounds]
-        pick = torch.tensor(kinds)[torch.randint(len(kinds), (n,), generator=generator)].to(x.device)
-        colours = uniform(0.0, 1.0)  # consumes n numbers; 6 more rows below give two RGB colours per sample
+        chosen = self._chosen(uniform, self.background_p)
+        if not len(chosen):
+            return x
+        n, (_, _, height, width) = len(chosen), x.shape
+        kinds = torch.tensor([BACKGROUNDS.index(k) for k in self.backgrounds])
+        pick = kinds[torch.randint(len(kinds), (n,), generator=generator)]
         start, end = (torch.rand(n, 3, 1, 1, generator=generator).to(x.device) for _ in range(2))
-        ramp = torch.linspace(0.0, 1.0, width, device=x.device).view(1, 1, 1, width)
-        ramp = torch.where(colours.view(-1, 1, 1, 1) < 0.5, ramp, ramp.transpose(-1, -2).expand(1, 1, height, width))
-        coarse = torch.rand(n, 3, max(2, height // 8), max(2, width // 8), generator=generator).to(x.device)
-        noise = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-        other = x.roll(1, dims=0)
-        other = other[:, :3] * other[:, 3:] + start * (1 - other[:, 3:])  # another sprite on a solid colour
-        options = torch.stack([start.expand(n, 3, height, width), start + (end - start) * ramp, noise, other])
-        background = options[pick, torch.arange(n, device=x.device)]
-        alpha = x[:, 3:]
-        flat = x[:, :3] * alpha + background * (1 - alpha)
-        opaque = torch.cat([flat, torch.ones_like(alpha)], dim=1)
-        chosen = (uniform(0.0, 1.0) < self.background_p).view(-1, 1, 1, 1)
-        return torch.where(chosen, opaque, x)
+        background = start.expand(n, 3, height, width).clone()  # "solid"
+        for kind, rows in ((k, torch.nonzero(pick == k).flatten()) for k in kinds.tolist()):
+            if len(rows) and BACKGROUNDS[kind] != "solid":
+                background[rows] = self._pattern(BACKGROUNDS[kind], x, chosen[rows], start[rows], end[rows], generator)
+        alpha = x[chosen, 3:]
+        flat = x[chosen, :3] * alpha + background * (1 - alpha)
+        out = x.clone()
+        out[chosen] = torch.cat([flat, torch.ones_like(alpha)], dim=1)
+        return out
+
+    @staticmethod
+    def _pattern(
+        kind: str, x: torch.Tensor, rows: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:  # fmt: skip
+        """A gradient (horizontal or vertical), smooth colour noise, or another sprite of the batch on a colour."""
+        n, height, width = len(rows), x.shape[-2], x.shape[-1]
+        if kind == "gradient":
+            ramp = torch.linspace(0.0, 1.0, width, device=x.device).view(1, 1, 1, width).expand(n, 1, height, width)
+            vertical = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
+            ramp = torch.where(vertical, ramp.transpose(-1, -2), ramp)
+            return start + (end - start) * ramp
+        if kind == "noise":
+            coarse = torch.rand(n, 3, max(2, height // 8), max(2, width // 8), generator=generator).to(x.device)
+            return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        other = x[(rows + 1) % x.shape[0]]
+        return other[:, :3] * other[:, 3:] + start * (1 - other[:, 3:])

@@ -16,7 +16,7 @@ from pokedex.data.archive import DatasetError, DatasetIndex, read_index
 log = logging.getLogger(__name__)
 
 # Bump when a conversion changes its output for identical inputs, so `ensure_dataset` rebuilds old zips.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sprites cropped to their content (preprocessing v2), stored at native size
 
 
 class DataSource(Protocol):

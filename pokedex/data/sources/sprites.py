@@ -107,7 +107,7 @@ def animation_to_pngs(data: bytes, frames: int, image_size: int) -> tuple[list[b
     picked = [distinct[(i * n) // frames] for i in range(frames)] if n > frames else distinct
     pngs = []
     for image in picked:
-        array = image_to_array(image, image_size)
+        array = image_to_array(image, image_size, upscale=False)  # cropped, native size: small PNGs
         buffer = io.BytesIO()
         Image.fromarray(array.transpose(1, 2, 0)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         pngs.append(buffer.getvalue())
@@ -192,7 +192,7 @@ class SpriteSource:
         return {
             "source": "sprites",
             "version": FORMAT_VERSION,
-            "preprocess_version": PREPROCESS_VERSION,  # the stored PNGs are image_to_array's output
+            "preprocess_version": PREPROCESS_VERSION,  # the stored PNGs are image_to_array's (cropped) output
             "sprites_package": self.sprites_package,
             "sprites_integrity": self.sprites_integrity,
             "names_package": self.names_package,
