@@ -17,16 +17,26 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {
+VARIANTS = {  # every value spelled out, so the rows stay what they were when the defaults change
     "no robustness augmentation": ["data.augment.background_p=0", "data.augment.degrade_p=0"],
-    "+ backgrounds": ["data.augment.degrade_p=0"],
-    "+ degradation": ["data.augment.background_p=0"],
-    "+ backgrounds + degradation": [],
+    "+ backgrounds (full size, 4 kinds)": [
+        "data.augment.degrade_p=0",
+        "data.augment.background_p=0.5",
+        "data.augment.background_scale=[1.0,1.0]",
+        "data.augment.backgrounds=[solid,gradient,noise,other]",
+    ],
+    "+ degradation": ["data.augment.background_p=0", "data.augment.degrade_p=0.25"],
+    "+ degradation + small backgrounds": [
+        "data.augment.degrade_p=0.25",
+        "data.augment.background_p=0.25",
+        "data.augment.background_scale=[0.35,1.0]",
+        "data.augment.backgrounds=[solid,gradient,noise]",
+    ],
 }
 
 
 def run(name: str, overrides: list[str], out: Path, epochs: int, extra: list[str]) -> dict:
-    run_dir = out / name.replace(" ", "_").replace("+", "plus")
+    run_dir = out / name.split(" (")[0].replace(" ", "_").replace("+", "plus")
     metrics = run_dir / "metrics.json"
     if not metrics.is_file():  # finished runs are kept: rerunning the script resumes the table
         cmd = [sys.executable, "-m", "pokedex.train", "experiment=cpu", f"trainer.max_epochs={epochs}",

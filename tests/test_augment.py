@@ -160,3 +160,14 @@ def test_degrade_softens_edges_but_keeps_range() -> None:
     alpha = out[:, 3]
     assert ((alpha > 0) & (alpha < 1)).any()  # soft edges, as a blurred or resampled upload has
     assert torch.all(out[:, :3] * (alpha == 0).unsqueeze(1) == 0)  # still no colour hidden under alpha 0
+
+
+def test_background_scale_shrinks_the_sprite_inside_the_picture() -> None:
+    x = torch.zeros(16, 4, SIZE, SIZE, dtype=torch.uint8)
+    x[:, :, 2:-2, 2:-2] = 255  # a sprite that nearly fills the canvas
+    augment = BatchAugment(**NO_GEOMETRY, brightness=0, contrast=0, background_p=1.0, backgrounds=("solid",))
+    small = BatchAugment(**{**augment.__dict__, "background_scale": (0.4, 0.5)})
+    white = lambda out: (out[:, :3] == 1.0).all(dim=1).float().mean(dim=(1, 2))  # noqa: E731
+    full = white(augment(x, generator=torch.Generator().manual_seed(0)))
+    shrunk = white(small(x, generator=torch.Generator().manual_seed(0)))
+    assert torch.all(full > 0.7) and torch.all(shrunk < 0.3)  # the sprite's share of the picture: ~s²

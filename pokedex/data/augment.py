@@ -34,6 +34,7 @@ class BatchAugment:
     degrade_p: float = 0.0  # fraction of the batch blurred / resampled / noised (before any background)
     background_p: float = 0.0  # fraction composited onto an opaque background, alpha dropped
     backgrounds: tuple[str, ...] = BACKGROUNDS
+    background_scale: tuple[float, float] = (1.0, 1.0)  # sprite size within the picture (a photo shows it small)
 
     def __post_init__(self) -> None:
         unknown = set(self.backgrounds) - set(BACKGROUNDS)
@@ -123,11 +124,27 @@ class BatchAugment:
         for kind, rows in ((k, torch.nonzero(pick == k).flatten()) for k in kinds.tolist()):
             if len(rows) and BACKGROUNDS[kind] != "solid":
                 background[rows] = self._pattern(BACKGROUNDS[kind], x, chosen[rows], start[rows], end[rows], generator)
-        alpha = x[chosen, 3:]
-        flat = x[chosen, :3] * alpha + background * (1 - alpha)
+        sprites = self._shrink(x[chosen], generator)
+        alpha = sprites[:, 3:]
+        flat = sprites[:, :3] * alpha + background * (1 - alpha)
         out = x.clone()
         out[chosen] = torch.cat([flat, torch.ones_like(alpha)], dim=1)
         return out
+
+    def _shrink(self, sprites: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Scale each sprite by ``background_scale`` and place it anywhere it fits: in an opaque picture the
+        preprocessing cannot crop, the sprite is usually small and off-centre."""
+        low, high = self.background_scale
+        if (low, high) == (1.0, 1.0):
+            return sprites
+        n = len(sprites)
+        scale = torch.rand(n, generator=generator).mul_(high - low).add_(low)
+        shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * (1 - scale).unsqueeze(1)
+        theta = torch.zeros(n, 2, 3)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
+        theta[:, :, 2] = -shift / scale.unsqueeze(1)
+        grid = F.affine_grid(theta.to(sprites.device), list(sprites.shape), align_corners=False)
+        return F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     @staticmethod
     def _pattern(
