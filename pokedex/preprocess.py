@@ -50,7 +50,8 @@ BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border col
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
 BackgroundKind = Literal["alpha", "estimated", "none"]
-_EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity for ndimage.label
+_FOUR = ndimage.generate_binary_structure(2, 1)  # connectivity for ndimage.label, built once
+_EIGHT = np.ones((3, 3), dtype=bool)
 _VISIBLE_LUT = tuple(255 if v >= ALPHA_VISIBLE else 0 for v in range(256))  # alpha → content mask
 
 
@@ -195,9 +196,9 @@ def _similar(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.n
     return close
 
 
-def _planes(image: Image.Image) -> list[np.ndarray]:
-    """The R, G, B bands of an RGB image as contiguous uint8 arrays (faster to compare than a pixel array)."""
-    return [np.asarray(band) for band in image.split()]
+def _planes(rgb: Image.Image) -> list[np.ndarray]:
+    """The R, G, B bands of an RGB image as contiguous uint8 arrays: one packed copy each, no ``split``."""
+    return [np.frombuffer(rgb.tobytes("raw", band), np.uint8).reshape(rgb.height, rgb.width) for band in "RGB"]
 
 
 def _edges(grid: np.ndarray) -> np.ndarray:
@@ -211,7 +212,7 @@ def _border(rgb: Image.Image) -> np.ndarray:
     """The outermost pixels of an RGB image as (n, 3), read as four one-pixel strips (no full-size copy)."""
     width, height = rgb.size
     strips = ((0, 0, width, 1), (0, height - 1, width, height), (0, 0, 1, height), (width - 1, 0, width, height))
-    return np.concatenate([np.asarray(rgb.crop(box)).reshape(-1, 3) for box in strips])
+    return np.frombuffer(b"".join(rgb.crop(box).tobytes() for box in strips), np.uint8).reshape(-1, 3)
 
 
 def _drop_specks(foreground: np.ndarray) -> np.ndarray:
@@ -239,7 +240,7 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     colour = (red, green, blue)
     if np.count_nonzero(_similar(border.T, colour)) / len(border) < BORDER_UNIFORMITY:
         return BackgroundEstimate(None, factor, None)
-    labels, count = ndimage.label(_similar(_planes(rgb.reduce(factor) if factor > 1 else rgb), colour), output=np.intp)
+    labels, count = ndimage.label(_similar(_planes(rgb.reduce(factor) if factor > 1 else rgb), colour), _FOUR, np.intp)
     kept = np.ones(count + 1, dtype=bool)  # per label: not a background region
     kept[_edges(labels)] = False
     kept[0] = True  # label 0 = not background-coloured
@@ -267,7 +268,7 @@ def _refine(planes: Sequence[np.ndarray], cells: np.ndarray, f: int, colour: tup
     """
     passable = _similar(planes, colour)
     passable |= np.repeat(np.repeat(~cells, f, axis=0), f, axis=1)
-    labels, count = ndimage.label(passable, output=np.intp)  # intp: no index conversion in take
+    labels, count = ndimage.label(passable, _FOUR, np.intp)  # intp: no index conversion in take
     alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
     alpha[labels[::f, ::f][~cells]] = 0
     alpha[_edges(labels)] = 0
@@ -291,15 +292,12 @@ def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputF
     if box[2] > rgb.width or box[3] > rgb.height:  # pad with the background colour: beyond the edge is background
         content = Image.new("RGB", content.size, estimate.colour)
         content.paste(rgb.crop((box[0], box[1], rgb.width, rgb.height)))
-    bands = content.split()
-    if f > 1:
-        alpha = _refine([np.asarray(band) for band in bands], cells, f, estimate.colour)
-    else:
-        alpha = cells.view(np.uint8) * np.uint8(255)
+    alpha = cells.view(np.uint8) * np.uint8(255) if f == 1 else _refine(_planes(content), cells, f, estimate.colour)
     alpha_image = Image.frombuffer("L", content.size, np.ascontiguousarray(alpha), "raw", "L", 0, 1)
     tight = alpha_image.getbbox()
     facts = InputFacts(False, "estimated", np.count_nonzero(mask) / mask.size, estimate.colour)
-    return (Image.merge("RGBA", [*bands, alpha_image]).crop(tight) if tight else None), facts
+    content.putalpha(alpha_image)  # our own copy: RGB becomes RGBA in place
+    return (content.crop(tight) if tight else None), facts
 
 
 def _fit(content: Image.Image | None, image_size: int, upscale: bool = True) -> np.ndarray:
