@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -49,6 +50,8 @@ BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border col
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
 BackgroundKind = Literal["alpha", "estimated", "none"]
+_FOUR = ndimage.generate_binary_structure(2, 1)  # connectivity for ndimage.label, built once
+_EIGHT = np.ones((3, 3), dtype=bool)
 _VISIBLE_LUT = tuple(255 if v >= ALPHA_VISIBLE else 0 for v in range(256))  # alpha → content mask
 
 
@@ -183,12 +186,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else _to_rgba(image).convert("RGB")
 
 
-def _similar(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
-    """Per-pixel: every channel within ``BACKGROUND_TOLERANCE`` of ``colour`` (per channel: no slow axis=-1)."""
-    close = np.ones(pixels.shape[:-1], dtype=bool)
-    for c in range(3):
-        close &= np.abs(pixels[..., c].astype(np.int16) - colour[c]) <= BACKGROUND_TOLERANCE
+def _similar(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.ndarray:
+    """Per-pixel: every channel within ``BACKGROUND_TOLERANCE`` of ``colour``; ``planes``: R, G, B (uint8).
+
+    One channel at a time on contiguous planes (``Image.split``), and in uint8: ``p - low`` wraps around below
+    ``low``, so a single comparison tests both ends of the range. No int16 copies, no slow ``axis=-1``.
+    """
+    close = None
+    for plane, c in zip(planes, colour, strict=True):
+        low, high = max(0, c - BACKGROUND_TOLERANCE), min(255, c + BACKGROUND_TOLERANCE)
+        within = (plane - np.uint8(low)) <= np.uint8(high - low)
+        close = within if close is None else np.logical_and(close, within, out=close)
+    assert close is not None
     return close
+
+
+def _planes(rgb: Image.Image) -> list[np.ndarray]:
+    """The R, G, B bands of an RGB image as contiguous uint8 arrays: one packed copy each, no ``split``."""
+    return [np.frombuffer(rgb.tobytes("raw", band), np.uint8).reshape(rgb.height, rgb.width) for band in "RGB"]
 
 
 def _edges(grid: np.ndarray) -> np.ndarray:
@@ -202,15 +217,15 @@ def _border(rgb: Image.Image) -> np.ndarray:
     """The outermost pixels of an RGB image as (n, 3), read as four one-pixel strips (no full-size copy)."""
     width, height = rgb.size
     strips = ((0, 0, width, 1), (0, height - 1, width, height), (0, 0, 1, height), (width - 1, 0, width, height))
-    return np.concatenate([np.asarray(rgb.crop(box)).reshape(-1, 3) for box in strips])
+    return np.frombuffer(b"".join(rgb.crop(box).tobytes() for box in strips), np.uint8).reshape(-1, 3)
 
 
 def _drop_specks(foreground: np.ndarray) -> np.ndarray:
     """Forget isolated blobs of a few cells (8-connected): palette dithering and compression noise, not content."""
-    labels, _ = ndimage.label(foreground, structure=np.ones((3, 3), dtype=bool))
+    labels, _ = ndimage.label(foreground, structure=_EIGHT, output=np.intp)  # intp: bincount casts nothing
     keep = np.bincount(labels.ravel()) >= SPECK_CELLS
     keep[0] = False
-    return keep[labels]
+    return keep.take(labels)
 
 
 def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
@@ -228,14 +243,13 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     border = _border(rgb)  # full resolution: averaging would make noise look uniform
     red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
     colour = (red, green, blue)
-    if _similar(border, colour).mean() < BORDER_UNIFORMITY:
+    if np.count_nonzero(_similar(border.T, colour)) / len(border) < BORDER_UNIFORMITY:
         return BackgroundEstimate(None, factor, None)
-    pixels = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
-    labels, count = ndimage.label(_similar(pixels, colour))
-    touching = np.zeros(count + 1, dtype=bool)
-    touching[_edges(labels)] = True
-    touching[0] = False  # label 0 = not background-coloured
-    foreground = _drop_specks(~touching[labels])
+    labels, count = ndimage.label(_similar(_planes(rgb.reduce(factor) if factor > 1 else rgb), colour), _FOUR, np.intp)
+    kept = np.ones(count + 1, dtype=bool)  # per label: not a background region
+    kept[_edges(labels)] = False
+    kept[0] = True  # label 0 = not background-coloured
+    foreground = _drop_specks(kept.take(labels))
     if not foreground.any():  # one flat colour: nothing to separate, keep the picture as it is
         return BackgroundEstimate(None, factor, colour)
     return BackgroundEstimate(foreground, factor, colour)
@@ -250,19 +264,21 @@ def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Im
     return (rgba.crop(box) if box else None), facts
 
 
-def _refine(pixels: np.ndarray, in_cells: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+def _refine(planes: Sequence[np.ndarray], cells: np.ndarray, f: int, colour: tuple[int, int, int]) -> np.ndarray:
     """Full-resolution alpha inside the content box, so no band of background is left around the content.
 
-    ``in_cells``: pixels under content cells. Background cells, and background-coloured pixels 4-connected
-    to them or to the box edge (beyond it all is background), become alpha 0; enclosed ones stay content.
+    ``planes``: the box in whole f×f ``cells`` (True = content cell). Background cells, and background-coloured
+    pixels 4-connected to them or to the box edge (beyond it all is background), become alpha 0; enclosed ones
+    stay content. One labelling of the box; a background cell is passable throughout, so one pixel names its label.
     """
-    passable = _similar(pixels, colour) | ~in_cells
-    labels, count = ndimage.label(passable)
+    passable = _similar(planes, colour)
+    passable |= np.repeat(np.repeat(~cells, f, axis=0), f, axis=1)
+    labels, count = ndimage.label(passable, _FOUR, np.intp)  # intp: no index conversion in take
     alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
-    alpha[labels[~in_cells]] = 0
+    alpha[labels[::f, ::f][~cells]] = 0
     alpha[_edges(labels)] = 0
     alpha[0] = 255
-    return alpha[labels]
+    return alpha.take(labels)
 
 
 def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputFacts]:
@@ -276,18 +292,16 @@ def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputF
     mask, f = estimate.foreground, estimate.factor
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    box = (x0 * f, y0 * f, min(rgb.width, x1 * f), min(rgb.height, y1 * f))
-    width, height = box[2] - box[0], box[3] - box[1]
-    cells = Image.fromarray(np.where(mask[y0:y1, x0:x1], 255, 0).astype(np.uint8), mode="L")
-    # every analysis cell becomes its f×f block exactly (the last block may be cut by the image edge)
-    alpha = cells.resize((width, height), Image.Resampling.NEAREST, box=(0, 0, width / f, height / f))
+    cells, box = mask[y0:y1, x0:x1], (x0 * f, y0 * f, x1 * f, y1 * f)  # whole cells, even past the image edge
     content = rgb.crop(box)
-    if f > 1:
-        alpha = Image.fromarray(_refine(np.asarray(content), np.asarray(alpha) > 0, estimate.colour), mode="L")
-    content = content.convert("RGBA")
-    content.putalpha(alpha)
-    tight = alpha.getbbox()
-    facts = InputFacts(False, "estimated", float(mask.mean()), estimate.colour)
+    if box[2] > rgb.width or box[3] > rgb.height:  # pad with the background colour: beyond the edge is background
+        content = Image.new("RGB", content.size, estimate.colour)
+        content.paste(rgb.crop((box[0], box[1], rgb.width, rgb.height)))
+    alpha = cells.view(np.uint8) * np.uint8(255) if f == 1 else _refine(_planes(content), cells, f, estimate.colour)
+    alpha_image = Image.frombuffer("L", content.size, np.ascontiguousarray(alpha), "raw", "L", 0, 1)
+    tight = alpha_image.getbbox()
+    facts = InputFacts(False, "estimated", np.count_nonzero(mask) / mask.size, estimate.colour)
+    content.putalpha(alpha_image)  # our own copy: RGB becomes RGBA in place
     return (content.crop(tight) if tight else None), facts
 
 
