@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 VARIANTS = {  # every value spelled out, so the rows stay what they were when the defaults change
     "no robustness augmentation": ["data.augment.background_p=0", "data.augment.degrade_p=0"],
     "+ backgrounds (full size, 4 kinds)": [
@@ -48,8 +50,9 @@ def run(name: str, overrides: list[str], out: Path, epochs: int, extra: list[str
 
 
 def table(results: dict[str, dict]) -> str:
-    first = next(iter(results.values()))
-    conditions = list(first["suite"]["conditions"])
+    first = next(iter(results.values()))["suite"]["conditions"]
+    order = [c["name"] for c in yaml.safe_load(Path("conf/suite/default.yaml").read_text())["conditions"]]
+    conditions = [c for c in order if c in first] + sorted(set(first) - set(order))  # the suite's own order
     head = ["variant", "clean test top-1", "suite mean", "suite worst", *conditions]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results.items():
