@@ -189,7 +189,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _similar(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.ndarray:
     """Per-pixel: every channel within ``BACKGROUND_TOLERANCE`` of ``colour``; ``planes``: R, G, B (uint8).
 
-    One channel at a time on contiguous planes (``Image.split``), and in uint8: ``p - low`` wraps around below
+    One channel at a time on contiguous planes (``_planes``), and in uint8: ``p - low`` wraps around below
     ``low``, so a single comparison tests both ends of the range. No int16 copies, no slow ``axis=-1``.
     """
     close = None
@@ -272,7 +272,8 @@ def _refine(planes: Sequence[np.ndarray], cells: np.ndarray, f: int, colour: tup
     stay content. One labelling of the box; a background cell is passable throughout, so one pixel names its label.
     """
     passable = _similar(planes, colour)
-    passable |= np.repeat(np.repeat(~cells, f, axis=0), f, axis=1)
+    rows = passable.reshape(cells.shape[0], f, -1)  # a view: the f pixel rows of each row of cells
+    rows |= np.repeat(~cells, f, axis=1)[:, None, :]
     labels, count = ndimage.label(passable, _FOUR, np.intp)  # intp: no index conversion in take
     alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
     alpha[labels[::f, ::f][~cells]] = 0

@@ -9,15 +9,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from pokedex.model.classifier import normalize
 from pokedex.preprocess import (
     ALPHA_VISIBLE,
+    BACKGROUND_TOLERANCE,
     PREPROCESS_VERSION,
     ImageError,
     ImageTooLargeError,
     InputFacts,
     PreprocessSpec,
+    _content_from_estimate,
+    _similar,
     bytes_to_array,
     estimate_background,
     image_to_array,
@@ -272,3 +276,73 @@ def test_data_preparation_keeps_native_size() -> None:
     assert (np.ptp(rows) + 1, np.ptp(cols) + 1) == (20, 10)  # native size, centred
     assert abs(rows.mean() - 31.5) < 1 and abs(cols.mean() - 31.5) < 1
     assert np.array_equal(image_to_array(Image.fromarray(stored.transpose(1, 2, 0)), 32), image_to_array(sprite, 32))
+
+
+# --- the fast background step must equal the plain algorithm, bit for bit ------------------------------------
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (255, 255, 255), (10, 128, 250), (32, 223, 31)])
+def test_similar_matches_plain_arithmetic_at_the_range_ends(colour: tuple[int, int, int]) -> None:
+    values = np.arange(256, dtype=np.uint8)
+    for channel in range(3):
+        planes = [np.full(256, c, dtype=np.uint8) for c in colour]
+        planes[channel] = values
+        expected = np.abs(values.astype(int) - colour[channel]) <= BACKGROUND_TOLERANCE
+        assert np.array_equal(_similar(planes, colour), expected)
+
+
+def plain_content_from_estimate(rgb: Image.Image) -> Image.Image | None:
+    """Version 2's refinement written plainly (every pixel mask at full size, one label per pixel): the oracle."""
+    estimate = estimate_background(rgb)
+    mask, f, colour = estimate.foreground, estimate.factor, estimate.colour
+    assert mask is not None and colour is not None
+    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    box = (x0 * f, y0 * f, min(rgb.width, x1 * f), min(rgb.height, y1 * f))
+    content = np.asarray(rgb.crop(box))
+    in_cells = np.kron(mask[y0:y1, x0:x1], np.ones((f, f), dtype=bool))[: content.shape[0], : content.shape[1]]
+    similar = (np.abs(content.astype(int) - colour) <= BACKGROUND_TOLERANCE).all(axis=-1)
+    labels, count = ndimage.label(similar | ~in_cells)
+    alpha = np.full(count + 1, 255, dtype=np.uint8)
+    alpha[labels[~in_cells]] = 0
+    alpha[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = 0
+    alpha[0] = 255
+    rgba = Image.fromarray(np.dstack([content, alpha[labels]]), mode="RGBA")
+    tight = rgba.getchannel("A").getbbox()
+    return rgba.crop(tight) if tight else None
+
+
+def test_fast_background_step_equals_the_plain_algorithm() -> None:
+    """Factors 3 to 8, JPEG noise, content cut by the right and bottom edges (cells past the image edge), a white
+    belly that leaks out through a gap in its outline only at full resolution, and a notch of background that only
+    the content box's edge reaches."""
+
+    def on(
+        sprite: Image.Image, colour: tuple[int, int, int], size: tuple[int, int], at: tuple[int, int]
+    ) -> Image.Image:
+        canvas = Image.new("RGBA", size, (0, 0, 0, 0))
+        canvas.paste(sprite, at)
+        return flatten(canvas, colour)
+
+    big = make_sprite().resize((256, 256), Image.Resampling.NEAREST)
+    belly = make_sprite(body=(243, 243, 238)).resize((192, 192), Image.Resampling.NEAREST)
+    ImageDraw.Draw(belly).rectangle((36, 96, 47, 99), fill=(0, 0, 0, 0))  # a 4-px gap in the left outline
+    white = on(big, (255, 255, 255), (512, 512), (40, 230))
+    plus = Image.new("RGBA", (300, 300), (0, 0, 0, 0))  # four separate background corners in the content box
+    ImageDraw.Draw(plus).rectangle((0, 110, 299, 189), fill=(200, 40, 40, 255))
+    ImageDraw.Draw(plus).rectangle((110, 0, 189, 299), fill=(40, 40, 200, 255))
+    ImageDraw.Draw(plus).rectangle((149, 0, 150, 20), fill=(0, 0, 0, 0))  # a notch open only through the box edge
+    uploads = [
+        white,
+        Image.open(io.BytesIO(encode(white, "JPEG", quality=60))),
+        on(big, (20, 30, 40), (500, 333), (300, 150)),
+        on(belly, (255, 255, 255), (301, 290), (20, 30)),
+        on(big, (0, 0, 0), (1000, 1000), (760, 780)),
+        on(plus, (255, 255, 255), (512, 512), (100, 100)),  # the box edge on a cell edge
+    ]
+    for upload in uploads:
+        content, facts = _content_from_estimate(upload.convert("RGB"))
+        expected = plain_content_from_estimate(upload.convert("RGB"))
+        assert facts.background == "estimated" and content is not None and expected is not None
+        assert (content.mode, content.size) == (expected.mode, expected.size)
+        assert content.tobytes() == expected.tobytes()
