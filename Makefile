@@ -5,6 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.install-base.stamp
 STAMP := $(VENV)/.install.stamp
 ARGS ?=
 
@@ -12,11 +13,17 @@ ARGS ?=
 # (~40 packages, only in this venv: neither training nor the serving image needs them)
 EXTRAS ?= dev,monitor
 
-$(STAMP): pyproject.toml
+# Two stages: the package with its runtime dependencies (all that `make train` / `make repro` need), then the
+# extras for tests, linters and docs. Each stamp makes re-runs instant; editing pyproject.toml reinstalls.
+$(BASE_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	@touch $@
+
+$(STAMP): $(BASE_STAMP)
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
-	@touch $(STAMP)
+	@touch $@
 
 .PHONY: help
 help: ## list the targets
@@ -25,8 +32,11 @@ help: ## list the targets
 .PHONY: install
 install: $(STAMP) ## create .venv and install pokedex with its dev and monitor extras (re-runs are instant)
 
+.PHONY: install-base
+install-base: $(BASE_STAMP) ## create .venv and install pokedex with its runtime dependencies only
+
 .PHONY: data
-data: $(STAMP) ## fetch, verify and convert the embedded sprites into data/pokemon.zip
+data: $(BASE_STAMP) ## fetch, verify and convert the embedded sprites into data/pokemon.zip
 	$(PY) -m pokedex.prepare $(ARGS)
 
 .PHONY: train
@@ -34,13 +44,13 @@ train: data ## prepare the data and train the default CPU experiment (ARGS=... f
 	$(PY) -m pokedex.train experiment=cpu $(ARGS)
 
 .PHONY: params
-params: $(STAMP) ## recompose params.yaml from conf/ (after editing conf/), as `dvc exp run -S` does
+params: $(BASE_STAMP) ## recompose params.yaml from conf/ (after editing conf/), as `dvc exp run -S` does
 	$(PY) -c 'from dvc.repo import Repo; from dvc.utils.hydra import compose_and_dump; \
 	h = Repo().config["hydra"]; compose_and_dump("params.yaml", "$(CURDIR)/" + h["config_dir"], None, \
 	h["config_name"], "$(CURDIR)", [])'
 
 .PHONY: repro
-repro: $(STAMP) ## dvc repro: fetch → prepare → train → evaluate → export, whatever is out of date
+repro: $(BASE_STAMP) ## dvc repro: fetch → prepare → train → evaluate → export, whatever is out of date
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro $(ARGS)
 
 .PHONY: pipeline-smoke
@@ -48,7 +58,7 @@ pipeline-smoke: $(STAMP) ## dvc repro, exp run and push/pull on 10 species x 1 e
 	$(PY) -m pytest -m slow tests/test_dvc_pipeline.py $(ARGS)
 
 .PHONY: serve
-serve: $(STAMP) ## serve models/model.onnx (the DVC pipeline's export) on 127.0.0.1:8000; ARGS=model_path=... for another
+serve: $(BASE_STAMP) ## serve models/model.onnx (the DVC pipeline's export) on 127.0.0.1:8000; ARGS=model_path=... for another
 	@test -f models/model.onnx || [[ "$(ARGS)" == *model_path=* ]] || { echo "models/model.onnx not found: run 'make repro' (or python -m pokedex.export ckpt_path=...) first"; exit 1; }
 	$(PY) -m pokedex.serve model_path=models/model.onnx $(ARGS)
 
