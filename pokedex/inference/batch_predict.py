@@ -19,12 +19,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from pokedex.data.sources.user_zip import IMAGE_EXTENSIONS, MAX_MEMBER_BYTES, is_system_file
 from pokedex.inference.base import Predictor
 from pokedex.io import write_text_atomic
 from pokedex.preprocess import DEFAULT_MAX_PIXELS, ImageError, bytes_to_array
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp")
-MAX_FILE_BYTES = 64 << 20  # larger files are reported as errors, never read into memory
 
 
 @dataclass(frozen=True)
@@ -43,14 +41,18 @@ class Result:
 
 
 def _is_image(name: str) -> bool:
-    parts = name.split("/")
-    hidden = any(p.startswith(".") or p == "__MACOSX" for p in parts)
-    return not hidden and name.lower().endswith(IMAGE_EXTENSIONS)
+    """The same files a user's dataset zip counts as images (``data.sources.user_zip``)."""
+    return not is_system_file(name.split("/")) and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _check_size(name: str, size: int) -> None:
+    """Larger files are reported as errors, never read into memory (the dataset zip's limit)."""
+    if size > MAX_MEMBER_BYTES:
+        raise ImageError(f"{name}: larger than {MAX_MEMBER_BYTES >> 20} MB")
 
 
 def _read_file(path: Path) -> bytes:
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise ImageError(f"{path}: larger than {MAX_FILE_BYTES >> 20} MB")
+    _check_size(str(path), path.stat().st_size)
     return path.read_bytes()
 
 
@@ -62,8 +64,7 @@ def _zip_items(path: Path, pattern: str) -> Iterator[Item]:
         if fnmatch.fnmatch(info.filename, pattern):
 
             def read(info: zipfile.ZipInfo = info) -> bytes:
-                if info.file_size > MAX_FILE_BYTES:
-                    raise ImageError(f"{info.filename}: larger than {MAX_FILE_BYTES >> 20} MB")
+                _check_size(info.filename, info.file_size)
                 return zf.read(info)
 
             yield Item(f"{path}:{info.filename}", read)

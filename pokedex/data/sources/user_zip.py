@@ -37,8 +37,8 @@ class _Entry:
     filename: str
 
 
-def _is_system_file(parts: list[str]) -> bool:
-    # __MACOSX/ resource forks, .DS_Store, ._* AppleDouble files and any hidden file or folder
+def is_system_file(parts: list[str]) -> bool:
+    """__MACOSX/ resource forks, .DS_Store, ._* AppleDouble files and any hidden file or folder."""
     return any(p == "__MACOSX" or p.startswith(".") for p in parts)
 
 
@@ -123,7 +123,7 @@ class ZipSource:
                 continue
             if name.startswith("/") or ".." in parts or "" in parts:
                 raise DatasetError(f"{self.path}: member {name!r} has an unsafe path; re-create the zip")
-            if _is_system_file(parts):
+            if is_system_file(parts):
                 skipped["system_file"] += 1
             elif not name.lower().endswith(IMAGE_EXTENSIONS):
                 skipped["not_an_image"] += 1
