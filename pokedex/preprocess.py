@@ -36,9 +36,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, NamedTuple
 
+import cc3d
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
@@ -50,8 +50,6 @@ BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border col
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
 BackgroundKind = Literal["alpha", "estimated", "none"]
-_FOUR = ndimage.generate_binary_structure(2, 1)  # connectivity for ndimage.label, built once
-_EIGHT = np.ones((3, 3), dtype=bool)
 _VISIBLE_LUT = tuple(255 if v >= ALPHA_VISIBLE else 0 for v in range(256))  # alpha → content mask
 
 
@@ -220,9 +218,15 @@ def _border(rgb: Image.Image) -> np.ndarray:
     return np.frombuffer(b"".join(rgb.crop(box).tobytes() for box in strips), np.uint8).reshape(-1, 3)
 
 
+def _label(mask: np.ndarray, connectivity: Literal[4, 8]) -> tuple[np.ndarray, int]:
+    """Connected regions of a 2-D boolean mask: labels 1..count (0 = not in the mask), C speed."""
+    labels, count = cc3d.connected_components(mask, connectivity=connectivity, return_N=True, out_dtype=np.uint32)
+    return labels.astype(np.intp, copy=False), int(count)  # intp: bincount and take convert nothing
+
+
 def _drop_specks(foreground: np.ndarray) -> np.ndarray:
     """Forget isolated blobs of a few cells (8-connected): palette dithering and compression noise, not content."""
-    labels, _ = ndimage.label(foreground, structure=_EIGHT, output=np.intp)  # intp: bincount casts nothing
+    labels, _ = _label(foreground, 8)
     keep = np.bincount(labels.ravel()) >= SPECK_CELLS
     keep[0] = False
     return keep.take(labels)
@@ -234,7 +238,7 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     The border colour is the per-channel median of the image's outermost pixels; unless at least
     ``BORDER_UNIFORMITY`` of them match it (a busy border), nothing is estimated. Then, on a box-averaged copy
     of at most ``ANALYSIS_SIZE`` px (fast; JPEG noise averages out), every region of matching colour that touches
-    the border (scipy's C connected-component labelling, 4-connected) is background. Matching regions
+    the border (C connected-component labelling, 4-connected) is background. Matching regions
     *enclosed* by content (a white Pokémon's belly behind its outline) stay content. A busy border, or no
     content left, gives ``foreground=None``.
     """
@@ -245,7 +249,7 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     colour = (red, green, blue)
     if np.count_nonzero(_similar(border.T, colour)) / len(border) < BORDER_UNIFORMITY:
         return BackgroundEstimate(None, factor, None)
-    labels, count = ndimage.label(_similar(_planes(rgb.reduce(factor) if factor > 1 else rgb), colour), _FOUR, np.intp)
+    labels, count = _label(_similar(_planes(rgb.reduce(factor) if factor > 1 else rgb), colour), 4)
     kept = np.ones(count + 1, dtype=bool)  # per label: not a background region
     kept[_edges(labels)] = False
     kept[0] = True  # label 0 = not background-coloured
@@ -274,7 +278,7 @@ def _refine(planes: Sequence[np.ndarray], cells: np.ndarray, f: int, colour: tup
     passable = _similar(planes, colour)
     rows = passable.reshape(cells.shape[0], f, -1)  # a view: the f pixel rows of each row of cells
     rows |= np.repeat(~cells, f, axis=1)[:, None, :]
-    labels, count = ndimage.label(passable, _FOUR, np.intp)  # intp: no index conversion in take
+    labels, count = _label(passable, 4)
     alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
     alpha[labels[::f, ::f][~cells]] = 0
     alpha[_edges(labels)] = 0

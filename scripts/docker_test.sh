@@ -10,10 +10,16 @@
 #      torch.load(weights_only=True); the same image exports it to ONNX;
 #   5. the API image serves that model with PORT=9123 (Cloud Run's contract): /ready, a sprite POSTed to
 #      /predict, a non-root process, no torch; then SIGTERM (docker stop -t 10) must exit 0 within 10 s;
-#   6. image sizes: the API image against its goal (API_GOAL_MB, reported) and a hard limit (API_MAX_MB, fails).
+#   6. the CUDA training image imports torch (CUDA build) and pokedex;
+#   7. image sizes: the API image against its goal (API_GOAL_MB, reported) and a hard limit (API_MAX_MB, fails).
+#
+# Disk: each training image is ~7 GB (the pinned torch wheel bundles CUDA). With less than FULL_GB free under
+# the engine's root, the images are built one at a time and each training image (with its build cache) is
+# removed once checked ("lean"); with less than LEAN_GB, the test is skipped with a loud warning.
 #
 # Environment: PY (host Python with pokedex installed, default .venv/bin/python), TAG (image tag, default dev),
-# API_GOAL_MB (400), API_MAX_MB (500), LOCAL_BASE (default pokedex-base:bookworm), REBUILD_BASE=1 (remake it).
+# API_GOAL_MB (400), API_MAX_MB (500), LOCAL_BASE (default pokedex-base:bookworm), REBUILD_BASE=1 (remake it),
+# FULL_GB (34), LEAN_GB (14: a cold lean run peaked at 8 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +32,9 @@ REBUILD_BASE=${REBUILD_BASE:-0}
 CONTAINER_PORT=9123
 STOP_LIMIT_S=10
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+FULL_GB=${FULL_GB:-34}
+LEAN_GB=${LEAN_GB:-14}
+LEAN=0
 
 WORK=$(mktemp -d -t pokedex-docker-test.XXXXXX)
 DOCKER=docker
@@ -34,7 +43,7 @@ STRIP_SYNTAX=0
 DOCKERD_PID=""
 MIRROR_PID=""
 CONTAINERS=()
-declare -A BUILD_SECONDS=()
+declare -A BUILD_SECONDS=() IMAGE_MB=()
 
 section() { printf '\n::: %s\n' "$*"; }
 log() { printf '    %s\n' "$*"; }
@@ -98,6 +107,36 @@ pick_builder() {
   done
   ((${#BUILD[@]})) || die "BuildKit needed: install the docker buildx plugin (or use a docker client older than 23)"
   log "builder: ${BUILD[*]}"
+}
+
+# --- disk ------------------------------------------------------------------------------------------------
+free_gb() { df -BG --output=avail "$1" | tail -1 | tr -dc 0-9; }
+
+# Returns 1 (skip the test) when there is no room even for one training image at a time.
+check_disk() {
+  section "disk"
+  local root free
+  root=$("$DOCKER" info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
+  [[ -d "$root" ]] || root=/var/lib
+  free=$(free_gb "$root")
+  if ((free < LEAN_GB)); then
+    echo "::warning:: make docker-test skipped: ${free} GB free under $root, it needs ${LEAN_GB} GB (FULL_GB=${FULL_GB} to keep all images)"
+    return 1
+  fi
+  if ((free < FULL_GB)); then
+    LEAN=1
+    log "${free} GB free under $root (< ${FULL_GB} GB): one training image at a time, removed once checked"
+  else
+    log "${free} GB free under $root: all images kept (warm rebuilds next time)"
+  fi
+}
+
+# Lean mode: forget a checked training image and the build cache behind it (the base and API image stay).
+discard_image() {
+  ((LEAN)) || return 0
+  "$DOCKER" rmi "$1:$TAG" >/dev/null
+  "$DOCKER" builder prune -af >/dev/null 2>&1 || true
+  log "removed $1:$TAG and the build cache: $(free_gb "$("$DOCKER" info -f '{{.DockerRootDir}}')") GB free"
 }
 
 # --- base images -----------------------------------------------------------------------------------------
@@ -183,16 +222,8 @@ build_image() {
     die "building $image:$TAG failed (log above)"
   fi
   BUILD_SECONDS[$image]=$((SECONDS - start))
-  log "built $image:$TAG in ${BUILD_SECONDS[$image]} s ($(grep -c ' CACHED$' "$log_file" || true) cached steps)"
-}
-
-build_images() {
-  section "build: api, train (CPU), train (CUDA)"
-  start_pip_mirror
-  build_image pokedex-api api.dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE"
-  build_image pokedex-train train.dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE"
-  build_image pokedex-train-cuda train-cuda.dockerfile --build-arg "CUDA_IMAGE=$CUDA_BASE"
-  stop_pip_mirror
+  IMAGE_MB[$image]=$(("$("$DOCKER" image inspect -f '{{.Size}}' "$image:$TAG")" / 1000000))
+  log "built $image:$TAG in ${BUILD_SECONDS[$image]} s ($(grep -c ' CACHED$' "$log_file" || true) cached steps): ${IMAGE_MB[$image]} MB"
 }
 
 # --- training image ----------------------------------------------------------------------------------------
@@ -232,6 +263,15 @@ PY
     { tail -40 "$WORK/export.log"; die "export in pokedex-train:$TAG failed"; }
   [[ -s "$WORK/models/model.onnx" && -s "$WORK/models/model.json" ]] || die "export wrote no model.onnx + model.json"
   log "exported models/model.onnx ($(du -k "$WORK/models/model.onnx" | cut -f1) KiB) with the training image"
+}
+
+# --- CUDA training image -----------------------------------------------------------------------------------
+# No GPU here: the check is that the image's torch is the CUDA build and the training entry point imports.
+cuda_smoke() {
+  section "train-cuda image: torch (CUDA build) and the training entry point import"
+  "$DOCKER" run --rm --entrypoint python "pokedex-train-cuda:$TAG" -c \
+    "import torch, pokedex.train; assert torch.version.cuda, 'torch without CUDA'; print(f'    torch {torch.__version__}, built for CUDA {torch.version.cuda}; pokedex.train imports')" ||
+    die "pokedex-train-cuda:$TAG: torch (CUDA) or pokedex.train does not import"
 }
 
 # --- API image -----------------------------------------------------------------------------------------------
@@ -317,11 +357,9 @@ api_sigterm() {
 # --- sizes ---------------------------------------------------------------------------------------------------
 report_sizes() {
   section "image sizes"
-  local image bytes api_mb=0
+  local image api_mb=${IMAGE_MB[pokedex-api]}
   for image in pokedex-api pokedex-train pokedex-train-cuda; do
-    bytes=$("$DOCKER" image inspect -f '{{.Size}}' "$image:$TAG")
-    printf '    %-20s %6d MB   (built in %s s)\n' "$image:$TAG" $((bytes / 1000000)) "${BUILD_SECONDS[$image]}"
-    [[ "$image" == pokedex-api ]] && api_mb=$((bytes / 1000000))
+    printf '    %-24s %6d MB   (built in %s s)\n' "$image:$TAG" "${IMAGE_MB[$image]}" "${BUILD_SECONDS[$image]}"
   done
   if ((api_mb < API_GOAL_MB)); then
     log "API image: ${api_mb} MB, under the ${API_GOAL_MB} MB goal"
@@ -336,9 +374,19 @@ main() {
   command -v curl >/dev/null || die "curl is needed"
   start_engine
   pick_builder
+  check_disk || return 0
   pick_bases
-  build_images
+  section "build and check, one image at a time: api, train (CPU), train (CUDA)"
+  start_pip_mirror
+  build_image pokedex-api api.dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE"
+  build_image pokedex-train train.dockerfile --build-arg "PYTHON_IMAGE=$PYTHON_BASE"
   train_smoke
+  discard_image pokedex-train
+  section "build: train (CUDA)"
+  build_image pokedex-train-cuda train-cuda.dockerfile --build-arg "CUDA_IMAGE=$CUDA_BASE"
+  stop_pip_mirror
+  cuda_smoke
+  discard_image pokedex-train-cuda
   api_start
   api_predict
   api_checks
