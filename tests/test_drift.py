@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pokedex.drift import stats as st
-from pokedex.drift.calibration import calibrate
+from pokedex.drift.calibration import _thresholds_at, calibrate, cross_fitted_level, false_alarm_rate
 from pokedex.drift.monitor import DriftMonitor
 from pokedex.drift.reference import build_reference
 from pokedex.drift.signals import make_signals
@@ -92,12 +92,26 @@ def test_unknown_reference_format_or_signal_is_refused(world: World) -> None:
         make_signals({**reference, "signals": {"x": {"kind": "psi", "field": "confidence"}}})
 
 
-def test_calibration_controls_the_in_sample_false_alarm_rate(calibrated: dict) -> None:
+def test_calibration_controls_the_held_out_false_alarm_rate(calibrated: dict) -> None:
     calibration = calibrated["calibration"]
+    assert calibration["held_out_false_alarm_rate"][str(WINDOW)] <= ALPHA
+    # thresholds over all the records are at least as lenient in-sample as across folds
     assert calibration["in_sample_false_alarm_rate"][str(WINDOW)] <= ALPHA
     # min-p is never more conservative than Bonferroni over the 8 signals
     assert calibration["per_signal_level"][str(WINDOW)] >= ALPHA / len(calibrated["signals"]) * 0.5
     assert set(calibration["thresholds"][str(WINDOW)]) == set(calibrated["signals"])
+
+
+def test_cross_fitting_pays_for_the_difference_between_pools() -> None:
+    """Two pools whose scores differ a little (as two samples of real traffic do): thresholds set at alpha on one
+    alarm more often on the other, so the cross-fitted level must be stricter than the in-sample one."""
+    rng = np.random.default_rng(0)
+    first = {"a": rng.normal(0.0, 1.0, 4000), "b": rng.normal(0.0, 1.0, 4000)}
+    second = {"a": rng.normal(0.3, 1.0, 4000), "b": rng.normal(0.0, 1.2, 4000)}
+    level, held_out = cross_fitted_level([first, second], ALPHA, {})
+    assert held_out <= ALPHA
+    assert false_alarm_rate(second, _thresholds_at(first, ALPHA / 2, {})) > ALPHA  # in-sample levels would not do
+    assert level < ALPHA / 2
 
 
 def test_in_distribution_windows_rarely_alarm(world: World, calibrated: dict) -> None:
