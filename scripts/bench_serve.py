@@ -3,15 +3,18 @@
     python scripts/bench_serve.py [--ckpt best.ckpt] [--image-size 128] [--requests 3000] [--duration 20]
         [--telemetry-off] [--no-naive]
 
-Both servers run as separate processes on 127.0.0.1 and receive the same PNG uploads from an asyncio/httpx client
-at each concurrency level (default 1 and 16). The baseline is what one writes first: a FastAPI ``def`` endpoint
+Both servers run as separate processes on 127.0.0.1 and receive the same PNG uploads at each concurrency level
+(default 1 and 16) from a load generator in this process: raw keep-alive sockets with pre-encoded requests
+(default; what wrk does) or httpx (``--client httpx``). The client shares the machine's cores with the server, so
+its CPU per request is printed too. The baseline is what one writes first: a FastAPI ``def`` endpoint
 that decodes the upload and runs the eager PyTorch model on that single image (no batching, no ONNX). Without
 ``--ckpt`` a throwaway resnet18 is trained for a few batches at ``--image-size`` (accuracy is irrelevant here).
 Every scenario is bounded by ``--requests`` and ``--duration``; nothing leaves the machine.
 
 It also measures the **ceiling**: the same ONNX model in-process (ONNX Runtime session built exactly as the
-service builds it, canonical arrays, no HTTP, no decoding) at batch sizes 1..32, and prints the best images/s and
-the served/ceiling ratio of every service scenario. ``--telemetry-off`` adds the service with ``telemetry=false``
+service builds it, canonical arrays, no HTTP, no decoding) at batch sizes 1..32, in both thread layouts (one call
+at a time on all cores; one call per core, one thread each), and prints the best images/s and the
+served/ceiling ratio of every service scenario. ``--telemetry-off`` adds the service with ``telemetry=false``
 (no per-prediction metrics, drift window or embeddings output read) to price the monitoring.
 """
 
@@ -24,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +185,55 @@ async def drive(url: str, payloads: list[bytes], concurrency: int, max_requests:
     return Result("", concurrency, len(latencies), errors, elapsed, latencies)
 
 
+def multipart_request(host: str, port: int, payload: bytes, name: str) -> bytes:
+    """One complete keep-alive HTTP/1.1 POST /predict with ``payload`` as the multipart ``file`` field."""
+    boundary = "pokedexbenchboundary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; boundary={boundary}"
+        f"\r\nContent-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def drive_raw(url: str, payloads: list[bytes], concurrency: int, max_requests: int, max_seconds: float) -> Result:
+    """The same load as ``drive`` from a load generator that costs the server's cores almost nothing: requests are
+    encoded once, each client is one keep-alive connection that writes them and reads status + Content-Length
+    body. httpx spends ~1 ms of CPU per request, and on a 2-core machine every client millisecond is taken from
+    the server being measured (the bench prints the client's CPU per request)."""
+    host, port = url.removeprefix("http://").split(":")
+    requests = [multipart_request(host, int(port), p, f"{i}.png") for i, p in enumerate(payloads)]
+    latencies: list[float] = []
+    state = {"issued": 0, "errors": 0}
+
+    async def client(limit: int, deadline: float, record: bool) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while state["issued"] < limit and time.perf_counter() < deadline:
+                state["issued"] += 1
+                start = time.perf_counter()
+                writer.write(requests[state["issued"] % len(requests)])
+                head = await reader.readuntil(b"\r\n\r\n")
+                fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line)
+                await reader.readexactly(int(fields.get(b"Content-Length", fields.get(b"content-length", b"0"))))
+                if record:
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    state["errors"] += head[9:12] != b"200"
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(2 * concurrency, time.perf_counter() + 60, False) for _ in range(concurrency)))
+    state["issued"] = 0
+    start = time.perf_counter()
+    await asyncio.gather(*(client(max_requests, start + max_seconds, True) for _ in range(concurrency)))
+    return Result("", concurrency, len(latencies), state["errors"], time.perf_counter() - start, latencies)
+
+
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
     return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -193,13 +246,15 @@ def service_cmd(model: Path, port: int, args: argparse.Namespace, run_dir: Path,
     return [
         sys.executable, "-m", "pokedex.serve", f"model_path={model}", f"port={port}", "access_log=false",
         "log_level=warning", f"max_batch_size={args.max_batch_size}", f"max_wait_ms={args.max_wait_ms}",
-        f"intra_op_threads={args.threads}", f"decode_threads={args.decode_threads}", f"hydra.run.dir={run_dir}",
+        f"intra_op_threads={args.threads}", f"decode_threads={args.decode_threads}",
+        f"inference_workers={args.workers}", f"hydra.run.dir={run_dir}",
         *extra,
     ]  # fmt: skip
 
 
-def ceiling(model: Path, threads: int, seconds: float = 4.0) -> tuple[int, float, dict[int, float]]:
-    """(best batch size, its images/s, images/s per batch size): the model alone, as the service runs it."""
+def ceiling_of(model: Path, threads: int, workers: int, seconds: float) -> dict[int, float]:
+    """Images/s per batch size of ``workers`` threads each running batches back to back on one ONNX Runtime
+    session with ``threads`` intra-op threads (a session may be run from several threads at once)."""
     import numpy as np
 
     from pokedex.inference.onnx_backend import onnx_session, run_onnx
@@ -210,13 +265,34 @@ def ceiling(model: Path, threads: int, seconds: float = 4.0) -> tuple[int, float
     for batch_size in (1, 2, 4, 8, 16, 32):
         batch = np.random.default_rng(0).integers(0, 256, (batch_size, 4, size, size), dtype=np.uint8)
         run_onnx(session, batch)  # warm-up
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            run_onnx(session, batch)
-            done += batch_size
-        rates[batch_size] = done / (time.perf_counter() - start)
-    best = max(rates, key=rates.__getitem__)
-    return best, rates[best], rates
+        done = [0] * workers
+        start = time.perf_counter()
+
+        def loop(slot: int, batch: np.ndarray = batch, start: float = start, done: list[int] = done) -> None:
+            while time.perf_counter() - start < seconds:
+                run_onnx(session, batch)
+                done[slot] += len(batch)
+
+        threads_ = [threading.Thread(target=loop, args=(slot,)) for slot in range(workers)]
+        for thread in threads_:
+            thread.start()
+        for thread in threads_:
+            thread.join()
+        rates[batch_size] = sum(done) / (time.perf_counter() - start)
+    return rates
+
+
+def ceiling(model: Path, seconds: float = 4.0) -> tuple[str, float, dict[str, dict[int, float]]]:
+    """(best layout and batch size, its images/s, images/s per layout and batch size): the model alone, no HTTP
+    and no decoding, in the two thread layouts a service can use on this machine's cores: one model call at a
+    time on all of them, or one call per core on one thread each."""
+    cores = os.cpu_count() or 1
+    layouts = {f"1 call x {cores} threads": (cores, 1)}
+    if cores > 1:
+        layouts[f"{cores} calls x 1 thread"] = (1, cores)
+    table = {name: ceiling_of(model, threads, workers, seconds) for name, (threads, workers) in layouts.items()}
+    name, batch = max(((n, b) for n, rates in table.items() for b in rates), key=lambda nb: table[nb[0]][nb[1]])
+    return f"{name}, batch {batch}", table[name][batch], table
 
 
 def main() -> None:
@@ -232,8 +308,11 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=0, help="model intra-op threads (0: runtime default)")
     parser.add_argument("--decode-threads", type=int, default=2, help="the service's decode threads")
+    parser.add_argument("--workers", type=int, default=1, help="the service's inference_workers")
     parser.add_argument("--telemetry-off", action="store_true", help="also run the service with telemetry=false")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline server")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                        help="load generator: raw keep-alive sockets (default, cheap) or httpx")  # fmt: skip
     parser.add_argument("--baseline-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -270,12 +349,11 @@ def main() -> None:
         port = free_port()
         script = str(Path(__file__).resolve())
         servers[NAIVE] = ([sys.executable, script, "--baseline-server", "--ckpt", str(ckpt), "--port", str(port)], port)
-    best_batch, best_rate, rates = ceiling(onnx_path, args.threads)
-    print(
-        "ceiling (in-process ONNX Runtime, no HTTP/decoding): "
-        + ", ".join(f"b={b}: {r:.1f}/s" for b, r in rates.items())
-        + f" → best b={best_batch} {best_rate:.1f} img/s"
-    )
+    best, best_rate, table = ceiling(onnx_path)
+    for layout, rates in table.items():
+        print(f"ceiling (in-process ONNX Runtime, no HTTP/decoding), {layout}: "
+              + ", ".join(f"b={b}: {r:.1f}/s" for b, r in rates.items()))  # fmt: skip
+    print(f"ceiling: {best_rate:.1f} img/s ({best})")
     print(f"cpus={os.cpu_count()} load={os.getloadavg()[0]:.2f} image={size}px batch<={args.max_batch_size} "
           f"wait={args.max_wait_ms}ms requests<={args.requests} duration<={args.duration}s", flush=True)  # fmt: skip
 
@@ -286,10 +364,14 @@ def main() -> None:
         try:
             wait_ready(url, proc)
             for concurrency in args.concurrency:
-                result = asyncio.run(drive(url, payloads, concurrency, args.requests, args.duration))
+                driver = drive_raw if args.client == "raw" else drive
+                cpu = time.process_time()
+                result = asyncio.run(driver(url, payloads, concurrency, args.requests, args.duration))
+                client_ms = (time.process_time() - cpu) * 1000 / max(1, result.requests + 2 * concurrency)
                 result.server = name
                 results.append(result)
-                print(f"  {name:34s} c={concurrency:<3d} {result.throughput:7.1f} req/s", flush=True)
+                print(f"  {name:34s} c={concurrency:<3d} {result.throughput:7.1f} req/s "
+                      f"(client CPU {client_ms:.2f} ms/request, {args.client})", flush=True)  # fmt: skip
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -28,11 +28,13 @@ VARIANTS = {  # every value spelled out, so the rows stay what they were when th
         "data.augment.backgrounds=[solid,gradient,noise,other]",
     ],
     "+ degradation": ["data.augment.background_p=0", "data.augment.degrade_p=0.25"],
-    "+ degradation + small backgrounds": [
+    "+ degradation + re-upload": ["data.augment.background_p=0", "data.augment.degrade_p=0.25", "data.reupload.p=0.3"],
+    "+ degradation + re-upload + busy backgrounds": [
         "data.augment.degrade_p=0.25",
-        "data.augment.background_p=0.25",
-        "data.augment.background_scale=[0.35,1.0]",
-        "data.augment.backgrounds=[solid,gradient,noise]",
+        "data.reupload.p=0.3",
+        "data.augment.background_p=0.2",
+        "data.augment.background_scale=[0.6,1.0]",
+        "data.augment.backgrounds=[gradient,noise]",
     ],
 }
 

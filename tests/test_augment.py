@@ -140,6 +140,18 @@ def test_background_makes_every_pixel_opaque_and_keeps_the_sprite(kind: str) -> 
     assert out[:, :3][background].std() > 0.05  # transparent pixels got a background, not all black
 
 
+@pytest.mark.parametrize("kind", ["gradient", "noise"])
+def test_busy_backgrounds_have_grain_of_varying_strength(kind: str) -> None:
+    """Busy pictures are busy at every scale: some backgrounds carry strong per-pixel variation, some little."""
+    x = torch.zeros(64, 4, SIZE, SIZE, dtype=torch.uint8)  # nothing but background
+    out = BatchAugment(**NO_GEOMETRY, brightness=0, contrast=0, background_p=1.0, backgrounds=(kind,))(
+        x, generator=torch.Generator().manual_seed(0)
+    )
+    grain = (out[:, :3, :, 1:] - out[:, :3, :, :-1]).abs().mean(dim=(1, 2, 3))  # neighbour differences
+    assert grain.max() > 4 * grain.min()
+    assert grain.max() > (0.07 if kind == "gradient" else 0.2)  # static: E|u - v| = 1/3 at full strength
+
+
 def test_background_fraction_and_determinism() -> None:
     x = _sprites(64)
     augment = BatchAugment(**NO_GEOMETRY, brightness=0, contrast=0, background_p=0.5)

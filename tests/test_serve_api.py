@@ -423,6 +423,42 @@ def test_micro_batcher_gathers_and_keeps_rows() -> None:
     assert max(seen) == 8 and sum(seen) == 20 and len(seen) < 20
 
 
+def test_micro_batcher_workers_run_batches_at_once() -> None:
+    """``workers=2``: while one batch is in the model, the next forms and runs on the second thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    running, peak, lock = 0, 0, threading.Lock()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return batch.reshape(len(batch), -1)[:, :1].astype(np.float32)
+
+    async def main(workers: int) -> list[np.ndarray]:
+        with ThreadPoolExecutor(workers) as pool:
+            batcher = MicroBatcher(predict, pool, max_batch_size=2, max_wait_ms=1, workers=workers)
+            batcher.start()
+            try:
+                arrays = [np.full((1, 2, 2), i, dtype=np.uint8) for i in range(8)]
+                return await asyncio.gather(*(batcher.submit(a) for a in arrays))
+            finally:
+                await batcher.stop()
+
+    results = asyncio.run(main(2))
+    assert [int(r[0]) for r in results] == list(range(8))
+    assert peak == 2
+    peak = 0
+    asyncio.run(main(1))
+    assert peak == 1
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        MicroBatcher(predict, None, workers=0)  # type: ignore[arg-type]
+
+
 def test_micro_batcher_errors_and_backpressure() -> None:
     from concurrent.futures import ThreadPoolExecutor
 

@@ -151,15 +151,26 @@ class BatchAugment:
         kind: str, x: torch.Tensor, rows: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
         generator: torch.Generator | None,
     ) -> torch.Tensor:  # fmt: skip
-        """A gradient (horizontal or vertical), smooth colour noise, or another sprite of the batch on a colour."""
+        """A gradient (horizontal or vertical) with grain, colour noise from smooth blobs to per-pixel static, or
+        another sprite of the batch on a colour. Photos and textures are busy at every scale, so both patterns
+        carry fine, per-pixel variation of a random strength too."""
         n, height, width = len(rows), x.shape[-2], x.shape[-1]
+
+        def fine(strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+            """(per-pixel noise in [0, 1], its weight per sample, uniform in [0, strength])."""
+            pixels = torch.rand(n, 3, height, width, generator=generator).to(x.device)
+            return pixels, (torch.rand(n, 1, 1, 1, generator=generator) * strength).to(x.device)
+
         if kind == "gradient":
             ramp = torch.linspace(0.0, 1.0, width, device=x.device).view(1, 1, 1, width).expand(n, 1, height, width)
             vertical = (torch.rand(n, generator=generator) < 0.5).to(x.device).view(-1, 1, 1, 1)
             ramp = torch.where(vertical, ramp.transpose(-1, -2), ramp)
-            return start + (end - start) * ramp
+            pixels, weight = fine(0.3)
+            return torch.lerp(start + (end - start) * ramp, pixels, weight)
         if kind == "noise":
             coarse = torch.rand(n, 3, max(2, height // 8), max(2, width // 8), generator=generator).to(x.device)
-            return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+            pixels, weight = fine(1.0)
+            return torch.lerp(F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False),
+                              pixels, weight)  # fmt: skip
         other = x[(rows + 1) % x.shape[0]]
         return other[:, :3] * other[:, 3:] + start * (1 - other[:, 3:])

@@ -14,9 +14,16 @@ from pokedex.data.archive import DatasetError, DatasetIndex, read_index
 from pokedex.data.augment import BatchAugment
 from pokedex.data.cache import DecodedCache, ensure_cache
 from pokedex.data.datasets import CachedDataset, ZipImageDataset, collate_batch
+from pokedex.data.reupload import Reupload, ReuploadDataset
 from pokedex.data.sources import DataSource, ensure_dataset
 
 log = logging.getLogger(__name__)
+
+
+def _reads_batches(dataset: Dataset) -> bool:
+    """Datasets whose ``__getitems__`` returns a stacked batch, which the DataLoader must pass through."""
+    inner = dataset.dataset if isinstance(dataset, ReuploadDataset) else dataset
+    return isinstance(inner, CachedDataset)
 
 
 class PokedexDataModule(L.LightningDataModule):
@@ -40,6 +47,7 @@ class PokedexDataModule(L.LightningDataModule):
         prefetch_factor: int | None = 4,
         limit_classes: int | None = None,
         augment: BatchAugment | None = None,
+        reupload: Reupload | None = None,
         path: str | None = None,
         on_bad_image: str = "error",
         cache: bool = False,
@@ -57,6 +65,7 @@ class PokedexDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.limit_classes = limit_classes
         self.augment = augment
+        self.reupload = reupload
         del path, on_bad_image  # consumed by `source` through the config (see the class docstring)
         self.cache, self.cache_dir = cache, Path(cache_dir)
         self.decoded: DecodedCache | None = None
@@ -101,8 +110,12 @@ class PokedexDataModule(L.LightningDataModule):
     def make_dataset(self, split: str) -> Dataset:
         members = [(m.path, m.label) for m in self.load_index().split(split)]
         if self.cache:
-            return self.decoded_cache().dataset(members)
-        return ZipImageDataset(self.zip_path, members, self.image_size)
+            dataset: Dataset = self.decoded_cache().dataset(members)
+        else:
+            dataset = ZipImageDataset(self.zip_path, members, self.image_size)
+        if split == "train" and self.reupload is not None and self.reupload.p > 0:
+            return ReuploadDataset(dataset, self.reupload)
+        return dataset
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
@@ -121,7 +134,7 @@ class PokedexDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
-            collate_fn=collate_batch if isinstance(self.datasets[split], CachedDataset) else None,
+            collate_fn=collate_batch if _reads_batches(self.datasets[split]) else None,
         )
 
     def train_dataloader(self) -> DataLoader:

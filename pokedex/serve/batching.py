@@ -53,19 +53,23 @@ class MicroBatcher:
         max_batch_size: int = 16,
         max_wait_ms: float = 5.0,
         max_queue: int = 1024,
+        workers: int = 1,
         on_batch: BatchObserver | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.predict = predict
         self.executor = executor
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.max_queue = max_queue
+        self.workers = workers
         self.on_batch = on_batch
         self.incoming = 0  # requests being read/decoded that will submit soon (see ``expect``)
         self._queue: asyncio.Queue[_Pending] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def queue_depth(self) -> int:
@@ -81,15 +85,17 @@ class MicroBatcher:
             self.incoming -= 1
 
     def start(self) -> None:
-        """Start the gathering loop on the running event loop (call from the app's lifespan)."""
+        """Start ``workers`` gathering loops on the running event loop (call from the app's lifespan): each forms
+        a batch from the shared queue and runs it, so up to ``workers`` batches are in the model at once."""
         self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="pokedex-batcher")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name=f"pokedex-batcher-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         while self._queue is not None and not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():

@@ -30,15 +30,18 @@ def retry_after(service: Service) -> dict[str, str]:
     return {"Retry-After": str(service.settings.retry_after_s)}
 
 
-def get_service(request: Request) -> Service:
-    """The service of the app that received the request (``create_app`` puts it on ``app.state``)."""
+async def get_service(request: Request) -> Service:
+    """The service of the app that received the request (``create_app`` puts it on ``app.state``).
+
+    ``async`` (like ``get_top_k``) although it never awaits: FastAPI runs a plain ``def`` dependency in its
+    thread pool, two thread hand-offs per request for nothing (measured in docs/performance.md)."""
     return request.app.state.service
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def get_top_k(
+async def get_top_k(
     service: ServiceDep,
     top_k: Annotated[
         int | None, Query(ge=1, description="how many classes to return, best first (at most `top_k_max`, GET /model)")

@@ -57,7 +57,9 @@ class Service:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="pokedex-infer")
+        self._infer_pool = ThreadPoolExecutor(
+            max(1, self.settings.inference_workers), thread_name_prefix="pokedex-infer"
+        )
         self._decode_pool = ThreadPoolExecutor(
             max(1, self.settings.decode_threads), thread_name_prefix="pokedex-decode"
         )
@@ -85,6 +87,7 @@ class Service:
                 max_batch_size=s.max_batch_size,
                 max_wait_ms=s.max_wait_ms,
                 max_queue=s.max_queue,
+                workers=s.inference_workers,
                 on_batch=self.metrics.observe_batch,
             )
             batcher.start()

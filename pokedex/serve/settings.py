@@ -37,6 +37,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     max_queue: int = 1024  # images waiting for the model; more → 503
     intra_op_threads: int = 0  # model threads (ONNX Runtime session / torch); 0 = the runtime's default
+    inference_workers: int = 1  # batches run at once (each with intra_op_threads); see docs/performance.md
     decode_threads: int = 2  # threads decoding uploads off the event loop
     warmup: bool = True  # run the model once per batch size before reporting ready
     # overload and shutdown

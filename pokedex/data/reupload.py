@@ -1,0 +1,105 @@
+"""Training images re-uploaded the way people upload them, then preprocessed by the one preprocessing function.
+
+A sprite flattened onto white or black and saved as a JPEG does not reach the model as the stored sprite: the
+preprocessing estimates the background from the border and turns it into transparency, which on black also
+eats the sprite's dark outline, and JPEG leaves ringing at every edge. Imitating that on the GPU would only
+approximate the real path; here a share of the training images takes the real one (``pokedex.preprocess``),
+in the DataLoader workers, so the model learns exactly what serving will give it. Hue is untouched.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from pokedex.data.datasets import PerProcessHandle
+from pokedex.preprocess import image_to_array
+
+COLOURS = ("white", "black", "random")
+
+
+@dataclass
+class Reupload:
+    """With probability ``p``: flatten the canonical RGBA image onto a colour (``colours``: weights of white,
+    black and a uniformly random colour), JPEG-compress it with probability ``jpeg_p`` at a quality drawn from
+    ``jpeg_quality``, and preprocess the result as an upload."""
+
+    p: float = 0.0
+    colours: Mapping[str, float] = field(default_factory=lambda: {"white": 0.4, "black": 0.3, "random": 0.3})
+    jpeg_p: float = 0.5
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.colours) - set(COLOURS)
+        if unknown or not self.colours or min(self.colours.values()) < 0 or sum(self.colours.values()) <= 0:
+            raise ValueError(f"data.reupload.colours: non-negative weights of {COLOURS}, got {dict(self.colours)}")
+        low, high = self.jpeg_quality
+        if not 1 <= low <= high <= 95:
+            raise ValueError(f"data.reupload.jpeg_quality: [low, high] within 1..95, got {list(self.jpeg_quality)}")
+        names = list(self.colours)
+        weights = np.array([self.colours[n] for n in names], dtype=np.float64)
+        self._names, self._weights = names, weights / weights.sum()
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(4, S, S) uint8 canonical RGBA → the same sprite as the preprocessing sees its re-upload."""
+        colour = self._colour(rng)
+        sprite = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGBA")
+        flat = Image.new("RGBA", sprite.size, (*colour, 255))
+        flat.alpha_composite(sprite)
+        upload = flat.convert("RGB")
+        if rng.random() < self.jpeg_p:
+            buffer = io.BytesIO()
+            upload.save(buffer, format="JPEG", quality=int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
+            upload = Image.open(io.BytesIO(buffer.getvalue()))
+        return image_to_array(upload, image.shape[-1])
+
+    def _colour(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        name = self._names[int(rng.choice(len(self._names), p=self._weights))]
+        if name == "white":
+            return (255, 255, 255)
+        if name == "black":
+            return (0, 0, 0)
+        red, green, blue = (int(v) for v in rng.integers(0, 256, size=3))
+        return (red, green, blue)
+
+    def apply(self, images: np.ndarray, rng: np.random.Generator) -> None:
+        """Re-upload a ``p`` share of a (N, 4, S, S) uint8 batch, in place."""
+        for i in np.nonzero(rng.random(len(images)) < self.p)[0]:
+            images[i] = self(images[i], rng)
+
+
+def _worker_rng() -> np.random.Generator:
+    """Each DataLoader worker draws from its own stream: torch seeds workers differently (base seed + worker id),
+    and ``seed_everything(workers=True)`` makes those seeds reproducible."""
+    return np.random.default_rng(torch.initial_seed())
+
+
+class ReuploadDataset(Dataset):
+    """A training dataset whose images are re-uploaded (``Reupload``) with probability ``reupload.p``."""
+
+    def __init__(self, dataset: Dataset, reupload: Reupload) -> None:
+        self.dataset, self.reupload = dataset, reupload
+        self._rng = PerProcessHandle(_worker_rng)
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
+        image, label = self.dataset[i]
+        self.reupload.apply(image.numpy()[None], self._rng.get())
+        return image, label
+
+    def __getitems__(self, indices: Sequence[int]) -> Any:
+        """Whole batches from a dataset that reads them at once (the decoded cache); single items otherwise."""
+        if not hasattr(self.dataset, "__getitems__"):
+            return [self[i] for i in indices]
+        images, labels = self.dataset.__getitems__(indices)
+        self.reupload.apply(images.numpy(), self._rng.get())
+        return images, labels
