@@ -19,7 +19,7 @@
 #
 # Environment: PY (host Python with pokedex installed, default .venv/bin/python), TAG (image tag, default dev),
 # API_GOAL_MB (400), API_MAX_MB (500), LOCAL_BASE (default pokedex-base:bookworm), REBUILD_BASE=1 (remake it),
-# FULL_GB (34), LEAN_GB (14: a cold lean run peaked at 8 GB).
+# FULL_GB (34), LEAN_GB (14: a cold lean run peaked at 8 GB), SKIP_WITHOUT_ENGINE=1 (no engine can start: warn, exit 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,6 +51,15 @@ die() {
   printf 'docker-test: FAILED: %s\n' "$*" >&2
   exit 1
 }
+# This machine cannot run Docker at all (no engine can start): a limit of the machine, not a failure of the
+# images. With SKIP_WITHOUT_ENGINE=1 (what .ci/run sets) that is a loud warning and exit 0, like too little disk.
+no_engine() {
+  if [[ "${SKIP_WITHOUT_ENGINE:-0}" == 1 ]]; then
+    echo "::warning:: make docker-test skipped: $*"
+    exit 0
+  fi
+  die "$*"
+}
 
 # shellcheck disable=SC2317  # run by the EXIT trap, which shellcheck does not follow
 cleanup() {
@@ -75,14 +84,14 @@ start_engine() {
     log "using the running engine"
     return
   fi
-  command -v dockerd >/dev/null || die "no Docker engine runs and dockerd is not installed (Debian: apt-get install docker.io)"
-  ((EUID == 0)) || die "no Docker engine runs; starting dockerd needs root"
+  command -v dockerd >/dev/null || no_engine "no Docker engine runs and dockerd is not installed (Debian: apt-get install docker.io)"
+  ((EUID == 0)) || no_engine "no Docker engine runs; starting dockerd needs root"
   dockerd >"$WORK/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
   local waited=0
   until docker info >/dev/null 2>&1; do
-    kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -20 "$WORK/dockerd.log"; die "dockerd exited"; }
-    ((waited++ < 60)) || die "dockerd did not answer within 60 s"
+    kill -0 "$DOCKERD_PID" 2>/dev/null || { tail -20 "$WORK/dockerd.log"; no_engine "dockerd exited"; }
+    ((waited++ < 60)) || no_engine "dockerd did not answer within 60 s"
     sleep 1
   done
   log "started dockerd (pid $DOCKERD_PID), ready after ${waited} s"
