@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -398,9 +399,24 @@ def test_slow_inference_does_not_block_the_event_loop(monkeypatch: pytest.Monkey
 
 
 # -- the micro-batcher on its own -----------------------------------------------------------------------------
-def test_micro_batcher_gathers_and_keeps_rows() -> None:
+def _submit_all(predict: Any, count: int, **options: Any) -> list[Any]:
+    """Submit ``count`` tiny arrays (the i-th filled with i) at once to a started ``MicroBatcher``; their rows."""
     from concurrent.futures import ThreadPoolExecutor
 
+    async def main() -> list[Any]:
+        with ThreadPoolExecutor(options.get("workers", 1)) as pool:
+            batcher = MicroBatcher(predict, pool, **options)
+            batcher.start()
+            try:
+                arrays = [np.full((1, 2, 2), i, dtype=np.uint8) for i in range(count)]
+                return await asyncio.gather(*(batcher.submit(a) for a in arrays))
+            finally:
+                await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_micro_batcher_gathers_and_keeps_rows() -> None:
     seen: list[int] = []
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -408,25 +424,13 @@ def test_micro_batcher_gathers_and_keeps_rows() -> None:
         time.sleep(0.02)
         return batch.reshape(len(batch), -1)[:, :1].astype(np.float32) * 2
 
-    async def main() -> list[np.ndarray]:
-        with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(predict, pool, max_batch_size=8, max_wait_ms=20, max_queue=100)
-            batcher.start()
-            try:
-                arrays = [np.full((1, 2, 2), i, dtype=np.uint8) for i in range(20)]
-                return await asyncio.gather(*(batcher.submit(a) for a in arrays))
-            finally:
-                await batcher.stop()
-
-    results = asyncio.run(main())
+    results = _submit_all(predict, 20, max_batch_size=8, max_wait_ms=20, max_queue=100)
     assert [int(r[0]) for r in results] == [2 * i for i in range(20)]
     assert max(seen) == 8 and sum(seen) == 20 and len(seen) < 20
 
 
 def test_micro_batcher_workers_run_batches_at_once() -> None:
     """``workers=2``: while one batch is in the model, the next forms and runs on the second thread."""
-    from concurrent.futures import ThreadPoolExecutor
-
     running, peak, lock = 0, 0, threading.Lock()
 
     def predict(batch: np.ndarray) -> np.ndarray:
@@ -439,21 +443,11 @@ def test_micro_batcher_workers_run_batches_at_once() -> None:
             running -= 1
         return batch.reshape(len(batch), -1)[:, :1].astype(np.float32)
 
-    async def main(workers: int) -> list[np.ndarray]:
-        with ThreadPoolExecutor(workers) as pool:
-            batcher = MicroBatcher(predict, pool, max_batch_size=2, max_wait_ms=1, workers=workers)
-            batcher.start()
-            try:
-                arrays = [np.full((1, 2, 2), i, dtype=np.uint8) for i in range(8)]
-                return await asyncio.gather(*(batcher.submit(a) for a in arrays))
-            finally:
-                await batcher.stop()
-
-    results = asyncio.run(main(2))
+    results = _submit_all(predict, 8, max_batch_size=2, max_wait_ms=1, workers=2)
     assert [int(r[0]) for r in results] == list(range(8))
     assert peak == 2
     peak = 0
-    asyncio.run(main(1))
+    _submit_all(predict, 8, max_batch_size=2, max_wait_ms=1, workers=1)
     assert peak == 1
     with pytest.raises(ValueError, match="workers must be >= 1"):
         MicroBatcher(predict, None, workers=0)  # type: ignore[arg-type]
