@@ -35,6 +35,7 @@ CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 FULL_GB=${FULL_GB:-34}
 LEAN_GB=${LEAN_GB:-14}
 LEAN=0
+DISK_ROOT=/var/lib  # where the engine keeps images and build cache (check_disk finds it)
 
 WORK=$(mktemp -d -t pokedex-docker-test.XXXXXX)
 DOCKER=docker
@@ -126,17 +127,17 @@ check_disk() {
   section "disk"
   local root free
   root=$("$DOCKER" info -f '{{.DockerRootDir}}' 2>/dev/null || echo /var/lib/docker)
-  [[ -d "$root" ]] || root=/var/lib
-  free=$(free_gb "$root")
+  [[ -d "$root" ]] && DISK_ROOT=$root
+  free=$(free_gb "$DISK_ROOT")
   if ((free < LEAN_GB)); then
-    echo "::warning:: make docker-test skipped: ${free} GB free under $root, it needs ${LEAN_GB} GB (FULL_GB=${FULL_GB} to keep all images)"
+    echo "::warning:: make docker-test skipped: ${free} GB free under $DISK_ROOT, it needs ${LEAN_GB} GB (FULL_GB=${FULL_GB} to keep all images)"
     return 1
   fi
   if ((free < FULL_GB)); then
     LEAN=1
-    log "${free} GB free under $root (< ${FULL_GB} GB): one training image at a time, removed once checked"
+    log "${free} GB free under $DISK_ROOT (< ${FULL_GB} GB): one training image at a time, removed once checked"
   else
-    log "${free} GB free under $root: all images kept (warm rebuilds next time)"
+    log "${free} GB free under $DISK_ROOT: all images kept (warm rebuilds next time)"
   fi
 }
 
@@ -145,7 +146,7 @@ discard_image() {
   ((LEAN)) || return 0
   "$DOCKER" rmi "$1:$TAG" >/dev/null
   "$DOCKER" builder prune -af >/dev/null 2>&1 || true
-  log "removed $1:$TAG and the build cache: $(free_gb "$("$DOCKER" info -f '{{.DockerRootDir}}')") GB free"
+  log "removed $1:$TAG and the build cache: $(free_gb "$DISK_ROOT") GB free"
 }
 
 # --- base images -----------------------------------------------------------------------------------------
