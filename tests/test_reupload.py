@@ -11,7 +11,6 @@ from PIL import Image
 
 from pokedex.data.archive import read_index
 from pokedex.data.cache import ensure_cache
-from pokedex.data.datasets import collate_batch
 from pokedex.data.reupload import Reupload, ReuploadDataset
 from pokedex.evaluation.conditions import flatten
 from pokedex.preprocess import bytes_to_array, image_to_array
@@ -101,7 +100,7 @@ def test_wraps_the_decoded_cache_batch_reads_in_worker_processes(synthetic_zip: 
 
     def epoch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(seed)
-        loader = torch.utils.data.DataLoader(wrapped, batch_size=8, num_workers=2, collate_fn=collate_batch)
+        loader = torch.utils.data.DataLoader(wrapped, batch_size=8, num_workers=2, collate_fn=wrapped.collate_fn)
         images, labels = zip(*loader, strict=True)
         return torch.cat(images), torch.cat(labels)
 

@@ -13,17 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 from pokedex.data.archive import DatasetError, DatasetIndex, read_index
 from pokedex.data.augment import BatchAugment
 from pokedex.data.cache import DecodedCache, ensure_cache
-from pokedex.data.datasets import CachedDataset, ZipImageDataset, collate_batch
+from pokedex.data.datasets import ZipImageDataset
 from pokedex.data.reupload import Reupload, ReuploadDataset
 from pokedex.data.sources import DataSource, ensure_dataset
 
 log = logging.getLogger(__name__)
-
-
-def _reads_batches(dataset: Dataset) -> bool:
-    """Datasets whose ``__getitems__`` returns a stacked batch, which the DataLoader must pass through."""
-    inner = dataset.dataset if isinstance(dataset, ReuploadDataset) else dataset
-    return isinstance(inner, CachedDataset)
 
 
 class PokedexDataModule(L.LightningDataModule):
@@ -134,7 +128,7 @@ class PokedexDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
-            collate_fn=collate_batch if _reads_batches(self.datasets[split]) else None,
+            collate_fn=getattr(self.datasets[split], "collate_fn", None),  # the decoded cache reads whole batches
         )
 
     def train_dataloader(self) -> DataLoader:

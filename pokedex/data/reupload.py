@@ -86,6 +86,7 @@ class ReuploadDataset(Dataset):
 
     def __init__(self, dataset: Dataset, reupload: Reupload) -> None:
         self.dataset, self.reupload = dataset, reupload
+        self.collate_fn = getattr(dataset, "collate_fn", None)  # batches come out as the wrapped dataset's do
         self._rng = PerProcessHandle(_worker_rng)
 
     def __len__(self) -> int:
