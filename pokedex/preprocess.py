@@ -50,7 +50,6 @@ BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border col
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
 BackgroundKind = Literal["alpha", "estimated", "none"]
-_VISIBLE_LUT = tuple(255 if v >= ALPHA_VISIBLE else 0 for v in range(256))  # alpha → content mask
 
 
 class ImageError(ValueError):
@@ -261,11 +260,12 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
 
 def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Image | None, InputFacts]:
     """Crop to the visible pixels of an image that carries real transparency; never touch its alpha."""
-    visible = alpha.point(_VISIBLE_LUT)
-    box = visible.getbbox()
-    fraction = visible.histogram()[255] / (rgba.width * rgba.height)
-    facts = InputFacts(had_transparency=True, background="alpha", foreground_fraction=fraction)
-    return (rgba.crop(box) if box else None), facts
+    visible = np.asarray(alpha) >= ALPHA_VISIBLE
+    rows, cols = np.flatnonzero(visible.any(axis=1)), np.flatnonzero(visible.any(axis=0))
+    facts = InputFacts(True, "alpha", np.count_nonzero(visible) / visible.size)
+    if not len(rows):
+        return None, facts
+    return rgba.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)), facts
 
 
 def _refine(planes: Sequence[np.ndarray], cells: np.ndarray, f: int, colour: tuple[int, int, int]) -> np.ndarray:
@@ -330,9 +330,8 @@ def _fit(content: Image.Image | None, image_size: int, upscale: bool = True) -> 
         content = content.resize(size, Image.Resampling.LANCZOS)  # Pillow premultiplies alpha for this
     canvas = Image.new("RGBA", (image_size, image_size), (0, 0, 0, 0))
     canvas.paste(content, ((image_size - size[0]) // 2, (image_size - size[1]) // 2))
-    array = np.asarray(canvas, dtype=np.uint8).copy()
-    array[array[..., 3] == 0] = 0
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    planar = np.asarray(canvas).transpose(2, 0, 1)  # a view; the multiply writes the one contiguous copy
+    return np.multiply(planar, planar[3] != 0, out=np.empty(planar.shape, np.uint8))
 
 
 def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = True) -> tuple[np.ndarray, InputFacts]:
