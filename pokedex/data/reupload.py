@@ -21,8 +21,9 @@ from torch.utils.data import Dataset
 
 from pokedex.data.datasets import PerProcessHandle
 from pokedex.preprocess import image_to_array
+from pokedex.reencode import encode, flatten, solid_colour
 
-COLOURS = ("white", "black", "random")
+COLOURS = ("white", "black", "random")  # the names solid_colour knows
 
 
 @dataclass
@@ -49,25 +50,13 @@ class Reupload:
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(4, S, S) uint8 canonical RGBA → the same sprite as the preprocessing sees its re-upload."""
-        colour = self._colour(rng)
+        colour = solid_colour(self._names[int(rng.choice(len(self._names), p=self._weights))], rng)
         sprite = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGBA")
-        flat = Image.new("RGBA", sprite.size, (*colour, 255))
-        flat.alpha_composite(sprite)
-        upload = flat.convert("RGB")
+        upload = flatten(sprite, colour)
         if rng.random() < self.jpeg_p:
-            buffer = io.BytesIO()
-            upload.save(buffer, format="JPEG", quality=int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1)))
-            upload = Image.open(io.BytesIO(buffer.getvalue()))
+            quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            upload = Image.open(io.BytesIO(encode(upload, "JPEG", quality)))
         return image_to_array(upload, image.shape[-1])
-
-    def _colour(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        name = self._names[int(rng.choice(len(self._names), p=self._weights))]
-        if name == "white":
-            return (255, 255, 255)
-        if name == "black":
-            return (0, 0, 0)
-        red, green, blue = (int(v) for v in rng.integers(0, 256, size=3))
-        return (red, green, blue)
 
     def apply(self, images: np.ndarray, rng: np.random.Generator) -> None:
         """Re-upload a ``p`` share of a (N, 4, S, S) uint8 batch, in place."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -25,11 +24,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from pokedex import reencode
+
 __all__ = ["KINDS", "Condition", "ConditionFn", "Suite", "condition_rng"]  # Suite: the Hydra target of conf/suite
 
 ConditionFn = Callable[..., bytes]  # (sprite: RGBA Image, rng: np.random.Generator, **params) -> encoded bytes
-
-NAMED_COLOURS = MappingProxyType({"white": (255, 255, 255), "black": (0, 0, 0)})
 
 
 def condition_rng(seed: int, name: str, key: str) -> np.random.Generator:
@@ -38,35 +37,9 @@ def condition_rng(seed: int, name: str, key: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest, "little"))
 
 
-def _encode(image: Image.Image, fmt: str = "PNG", quality: int | None = None) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "JPEG":
-        image.convert("RGB").save(buffer, format="JPEG", quality=quality or 75)
-    else:
-        image.save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def _colour(spec: str | Sequence[int], rng: np.random.Generator) -> tuple[int, int, int]:
-    """'white', 'black', 'random' (drawn from ``rng``) or an explicit [r, g, b]."""
-    if isinstance(spec, str):
-        if spec == "random":
-            red, green, blue = rng.integers(0, 256, size=3).tolist()
-            return red, green, blue
-        return NAMED_COLOURS[spec]
-    red, green, blue = (int(c) for c in spec)
-    return red, green, blue
-
-
-def _composite(sprite: Image.Image, background: Image.Image) -> Image.Image:
-    canvas = background.convert("RGBA")
-    canvas.alpha_composite(sprite.convert("RGBA"))
-    return canvas
-
-
 def identity(sprite: Image.Image, rng: np.random.Generator) -> bytes:
     """The sprite as stored (RGBA PNG): the reference every other condition is compared with."""
-    return _encode(sprite.convert("RGBA"))
+    return reencode.encode(sprite.convert("RGBA"))
 
 
 def flatten(
@@ -83,8 +56,8 @@ def flatten(
     ``keep_alpha_channel`` writes an RGBA PNG whose alpha is 255 everywhere (an opaque PNG from an editor);
     JPEG has no alpha channel at all.
     """
-    flat = _composite(sprite, Image.new("RGB", sprite.size, _colour(colour, rng)))
-    return _encode(flat if keep_alpha_channel else flat.convert("RGB"), fmt, quality)
+    flat = reencode.flatten(sprite, reencode.solid_colour(colour, rng))
+    return reencode.encode(flat.convert("RGBA") if keep_alpha_channel else flat, fmt, quality)
 
 
 def busy(sprite: Image.Image, rng: np.random.Generator, *, style: str = "noise", noise: float = 24.0) -> bytes:
@@ -100,7 +73,7 @@ def busy(sprite: Image.Image, rng: np.random.Generator, *, style: str = "noise",
     else:
         raise ValueError(f"busy: style must be 'noise' or 'gradient', got {style!r}")
     background = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="RGB")
-    return _encode(_composite(sprite, background).convert("RGB"))
+    return reencode.encode(reencode.composite(sprite, background).convert("RGB"))
 
 
 def placed(
@@ -119,13 +92,13 @@ def placed(
     y = side - height - dy if bottom else dy
     out = Image.new("RGBA", (side, side), (0, 0, 0, 0))
     out.paste(scaled, (x, y))
-    return _encode(out)
+    return reencode.encode(out)
 
 
 def blur(sprite: Image.Image, rng: np.random.Generator, *, radius: float = 1.0) -> bytes:
     """A soft, out-of-focus copy (gaussian, premultiplied so hidden colours don't darken the edge)."""
     soft = sprite.convert("RGBa").filter(ImageFilter.GaussianBlur(radius)).convert("RGBA")
-    return _encode(soft)
+    return reencode.encode(soft)
 
 
 def resample(sprite: Image.Image, rng: np.random.Generator, *, factor: float = 1 / 3) -> bytes:
@@ -134,7 +107,7 @@ def resample(sprite: Image.Image, rng: np.random.Generator, *, factor: float = 1
     small = rgba.resize(
         (max(1, round(rgba.width * factor)), max(1, round(rgba.height * factor))), Image.Resampling.LANCZOS
     )
-    return _encode(small.resize(rgba.size, Image.Resampling.BICUBIC))
+    return reencode.encode(small.resize(rgba.size, Image.Resampling.BICUBIC))
 
 
 KINDS: Mapping[str, ConditionFn] = MappingProxyType(

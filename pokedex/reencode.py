@@ -1,0 +1,52 @@
+"""What people do to a sprite before they upload it: composite it onto a background, save it as PNG or JPEG.
+
+Shared by the robustness suite (``pokedex.evaluation.conditions`` turns test sprites into uploads) and the
+training re-uploads (``pokedex.data.reupload`` does the same to a share of the training images), so the suite
+measures exactly what training imitates. A torch-free leaf: data, evaluation and the tests all import it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import numpy as np
+from PIL import Image
+
+NAMED_COLOURS = MappingProxyType({"white": (255, 255, 255), "black": (0, 0, 0)})
+
+
+def solid_colour(spec: str | Sequence[int], rng: np.random.Generator) -> tuple[int, int, int]:
+    """'white', 'black', 'random' (three draws from ``rng``) or an explicit [r, g, b]."""
+    if isinstance(spec, str):
+        if spec == "random":
+            red, green, blue = (int(v) for v in rng.integers(0, 256, size=3))
+            return red, green, blue
+        if spec not in NAMED_COLOURS:
+            raise ValueError(f"colour: 'white', 'black', 'random' or [r, g, b], got {spec!r}")
+        return NAMED_COLOURS[spec]
+    red, green, blue = (int(c) for c in spec)
+    return red, green, blue
+
+
+def composite(sprite: Image.Image, background: Image.Image) -> Image.Image:
+    """``sprite`` drawn over ``background`` (same size) as an RGBA image, opaque wherever the background is."""
+    canvas = background.convert("RGBA")
+    canvas.alpha_composite(sprite.convert("RGBA"))
+    return canvas
+
+
+def flatten(sprite: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
+    """A screenshot or "save as": the sprite on an opaque ``colour``, transparency gone (RGB)."""
+    return composite(sprite, Image.new("RGB", sprite.size, colour)).convert("RGB")
+
+
+def encode(image: Image.Image, fmt: str = "PNG", quality: int | None = None) -> bytes:
+    """The file a user would send: PNG as is, JPEG (no alpha channel) at ``quality`` (default 75)."""
+    buffer = io.BytesIO()
+    if fmt == "JPEG":
+        image.convert("RGB").save(buffer, format="JPEG", quality=quality or 75)
+    else:
+        image.save(buffer, format=fmt)
+    return buffer.getvalue()
