@@ -9,6 +9,8 @@ import contextlib
 import functools
 import json
 import logging
+import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +29,17 @@ from pokedex.serve.telemetry import Telemetry
 from pokedex.serve.uploads import UploadError, decode_upload
 
 log = logging.getLogger(__name__)
+
+
+def _set_thread_niceness(niceness: int) -> None:
+    """Lower the calling thread's scheduling priority (Linux: a nice value belongs to one thread, not the process).
+
+    Decoding at a lower priority than the model lets the model's intra-op threads run their parallel loops
+    without being preempted half-way: a preempted thread leaves the others spinning at the loop's end
+    (docs/performance.md). Raising niceness needs no privilege; elsewhere this is a no-op."""
+    if niceness > 0:
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
 
 
 class NotReadyError(Exception):
@@ -61,7 +74,10 @@ class Service:
             max(1, self.settings.inference_workers), thread_name_prefix="pokedex-infer"
         )
         self._decode_pool = ThreadPoolExecutor(
-            max(1, self.settings.decode_threads), thread_name_prefix="pokedex-decode"
+            max(1, self.settings.decode_threads),
+            thread_name_prefix="pokedex-decode",
+            initializer=_set_thread_niceness,
+            initargs=(self.settings.decode_nice,),
         )
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="pokedex-load")
 
