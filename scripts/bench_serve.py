@@ -234,6 +234,24 @@ async def drive_raw(url: str, payloads: list[bytes], concurrency: int, max_reque
     return Result("", concurrency, len(latencies), state["errors"], time.perf_counter() - start, latencies)
 
 
+ROLES = {"pokedex-infer": "model", "pokedex-decode": "decode"}  # OS thread names set by pokedex.serve.service
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a running server by role: the model (the inference threads and the ONNX Runtime threads
+    they started, which inherit their name), decoding, and the rest (event loop, HTTP, telemetry). Linux /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {"model": 0.0, "decode": 0.0, "event loop + rest": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[ROLES.get(name, "event loop + rest")] += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
+
+
 def start(cmd: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1"}
     return subprocess.Popen(cmd, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
@@ -365,13 +383,18 @@ def main() -> None:
             wait_ready(url, proc)
             for concurrency in args.concurrency:
                 driver = drive_raw if args.client == "raw" else drive
-                cpu = time.process_time()
+                cpu, server_cpu = time.process_time(), thread_cpu(proc.pid)
                 result = asyncio.run(driver(url, payloads, concurrency, args.requests, args.duration))
-                client_ms = (time.process_time() - cpu) * 1000 / max(1, result.requests + 2 * concurrency)
+                sent = max(1, result.requests + 2 * concurrency)  # the drivers warm up with 2 requests per client
+                client_ms = (time.process_time() - cpu) * 1000 / sent
+                server_ms = {k: (v - server_cpu[k]) * 1000 / sent for k, v in thread_cpu(proc.pid).items()}
                 result.server = name
                 results.append(result)
                 print(f"  {name:34s} c={concurrency:<3d} {result.throughput:7.1f} req/s "
                       f"(client CPU {client_ms:.2f} ms/request, {args.client})", flush=True)  # fmt: skip
+                if name != NAIVE:
+                    parts = ", ".join(f"{k} {v:.2f}" for k, v in server_ms.items())
+                    print(f"  {'':34s} server CPU ms/request: {parts}; total {sum(server_ms.values()):.2f}")
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -113,6 +113,31 @@ def test_overload_answers_503_with_retry_after(sprite: bytes, monkeypatch: pytes
         assert post(client, sprite)[0] == 200  # capacity is back
 
 
+# -- threads: named for the OS (profiling) ---------------------------------------------------------------------
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names in /proc are Linux's")
+def test_decoding_and_model_threads_carry_their_names(sprite: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/bench_serve.py splits the server's CPU by these names (model, decode, the rest)."""
+    import pokedex.serve.service
+
+    seen: list[str] = []
+    real_decode = pokedex.serve.service.decode_upload
+
+    def spy(*args, **kwargs):  # runs in a decode thread
+        seen.append(Path(f"/proc/self/task/{threading.get_native_id()}/comm").read_text().strip())
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr("pokedex.serve.service.load_predictor", lambda path, threads=None: SlowPredictor(delay=0))
+    monkeypatch.setattr("pokedex.serve.service.decode_upload", spy)
+    with TestClient(create_app(ServeSettings(model_path="slow.onnx", warmup=False))) as client:
+        deadline = time.monotonic() + 30
+        while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert post(client, sprite)[0] == 200
+        names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+    assert seen == ["pokedex-decode"]
+    assert "pokedex-infer" in names  # the model's threads (and ONNX Runtime's, which inherit the name)
+
+
 # -- the process: exit codes and SIGTERM ----------------------------------------------------------------------
 def _start(model: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()

@@ -9,9 +9,9 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,17 +29,15 @@ from pokedex.serve.telemetry import Telemetry
 from pokedex.serve.uploads import UploadError, decode_upload
 
 log = logging.getLogger(__name__)
+INFER_THREAD, DECODE_THREAD = "pokedex-infer", "pokedex-decode"  # thread names, also for the OS (/proc)
 
 
-def _set_thread_niceness(niceness: int) -> None:
-    """Lower the calling thread's scheduling priority (Linux: a nice value belongs to one thread, not the process).
-
-    Decoding at a lower priority than the model lets the model's intra-op threads run their parallel loops
-    without being preempted half-way: a preempted thread leaves the others spinning at the loop's end
-    (docs/performance.md). Raising niceness needs no privilege; elsewhere this is a no-op."""
-    if niceness > 0:
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+def _name_pool_thread(name: str) -> None:
+    """Name the calling thread for the OS (Linux; a no-op elsewhere): ``top -H``, py-spy and
+    ``scripts/bench_serve.py`` then tell model, decoding and event-loop CPU apart. The threads ONNX Runtime
+    starts from the inference thread inherit its name."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text(name[:15])
 
 
 class NotReadyError(Exception):
@@ -71,13 +69,16 @@ class Service:
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._infer_pool = ThreadPoolExecutor(
-            max(1, self.settings.inference_workers), thread_name_prefix="pokedex-infer"
+            max(1, self.settings.inference_workers),
+            thread_name_prefix=INFER_THREAD,
+            initializer=_name_pool_thread,
+            initargs=(INFER_THREAD,),
         )
         self._decode_pool = ThreadPoolExecutor(
             max(1, self.settings.decode_threads),
-            thread_name_prefix="pokedex-decode",
-            initializer=_set_thread_niceness,
-            initargs=(self.settings.decode_nice,),
+            thread_name_prefix=DECODE_THREAD,
+            initializer=_name_pool_thread,
+            initargs=(DECODE_THREAD,),
         )
         self._load_task = asyncio.get_running_loop().create_task(self._load(), name="pokedex-load")
 

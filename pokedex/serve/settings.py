@@ -39,7 +39,6 @@ class ServeSettings:
     intra_op_threads: int = 0  # model threads (ONNX Runtime session / torch); 0 = the runtime's default
     inference_workers: int = 1  # batches run at once (each with intra_op_threads); see docs/performance.md
     decode_threads: int = 2  # threads decoding uploads off the event loop
-    decode_nice: int = 0  # nice value of the decode threads (Linux); > 0: the model's threads go first
     warmup: bool = True  # run the model once per batch size before reporting ready
     # overload and shutdown
     max_inflight: int = 64  # /predict requests being read, decoded or predicted at once; more → 503 + Retry-After
