@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from suite_table import suite_order
 
 VARIANTS = {  # every value spelled out, so the rows stay what they were when the defaults change
     "no robustness augmentation": ["data.augment.background_p=0", "data.augment.degrade_p=0"],
@@ -52,9 +54,7 @@ def run(name: str, overrides: list[str], out: Path, epochs: int, extra: list[str
 
 
 def table(results: dict[str, dict]) -> str:
-    first = next(iter(results.values()))["suite"]["conditions"]
-    order = [c["name"] for c in yaml.safe_load(Path("conf/suite/default.yaml").read_text())["conditions"]]
-    conditions = [c for c in order if c in first] + sorted(set(first) - set(order))  # the suite's own order
+    conditions = suite_order(next(iter(results.values()))["suite"]["conditions"])
     head = ["variant", "clean test top-1", "suite mean", "suite worst", *conditions]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results.items():

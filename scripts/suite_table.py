@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+SUITE_CONF = Path("conf/suite/default.yaml")
+
+
+def suite_order(names: Iterable[str], conf: Path = SUITE_CONF) -> list[str]:
+    """``names`` in the order the suite config lists its conditions; names it does not list go last, sorted."""
+    order = [c["name"] for c in yaml.safe_load(conf.read_text(encoding="utf-8"))["conditions"]]
+    names = set(names)
+    return [n for n in order if n in names] + sorted(names - set(order))
+
 
 def conditions(path: Path) -> dict[str, dict[str, Any]]:
     data = json.loads(path.read_text(encoding="utf-8"))
-    section = data.get("suite", {}).get("conditions", data) if isinstance(data.get("suite"), dict) else data
+    section = data["suite"].get("conditions", {}) if isinstance(data.get("suite"), dict) else data
     if "clean" not in section:
         raise SystemExit(f"{path}: no robustness suite in it (expected a 'suite' section or a 'clean' condition)")
     return section
 
 
-def table(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], order: list[str]) -> str:
-    names = [n for n in order if n in new] + sorted(set(new) - set(order))
+def table(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]], names: list[str]) -> str:
     lines = [
         "| condition | old default top-1 | old top-5 | new default top-1 | new top-5 | new vs clean |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -49,10 +58,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old", type=Path)
     parser.add_argument("new", type=Path)
-    parser.add_argument("--conf", type=Path, default=Path("conf/suite/default.yaml"), help="the suite's order")
+    parser.add_argument("--conf", type=Path, default=SUITE_CONF, help="the suite's order")
     args = parser.parse_args()
-    order = [c["name"] for c in yaml.safe_load(args.conf.read_text(encoding="utf-8"))["conditions"]]
-    print(table(conditions(args.old), conditions(args.new), order))
+    old, new = conditions(args.old), conditions(args.new)
+    print(table(old, new, suite_order(new, args.conf)))
 
 
 if __name__ == "__main__":

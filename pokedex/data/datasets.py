@@ -99,10 +99,11 @@ def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tenso
 class CachedDataset(Dataset):
     """Rows of the decoded cache with their labels; ``__getitems__`` reads a whole batch straight into one buffer.
 
-    Its DataLoader must use ``collate_fn`` (``collate_batch``). Rows are read with ``preadv`` rather than through a memory map: on
-    kernels whose page cache uses large folios (ext4 on Linux 6.x) each fault of a map pulls in far more than the
-    row, and a map's pages count as the process's RSS, so after one epoch every loader process looked ~1.8 GB
-    bigger (to ``top`` and to the OOM killer) while reading no faster (measured in docs/performance.md). The file
+    Its DataLoader must use ``collate_fn`` (``collate_batch``). Rows are read with ``preadv`` rather than
+    through a memory map: on kernels whose page cache uses large folios (ext4 on Linux 6.x) each fault of a map
+    pulls in far more than the row, and a map's pages count as the process's RSS, so after one epoch every loader
+    process looked ~1.8 GB bigger (to ``top`` and to the OOM killer) while reading no faster (measured in
+    docs/performance.md). The file
     is still a plain ``.npy`` that ``np.load(path, mmap_mode="r")`` opens, and the OS page cache keeps it in RAM.
     Every DataLoader worker (forked or spawned) opens its own descriptor (``PerProcessHandle``).
     """

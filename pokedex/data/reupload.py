@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from pokedex.data.datasets import PerProcessHandle
 from pokedex.preprocess import image_to_array
-from pokedex.reencode import encode, flatten, solid_colour
+from pokedex.reencode import NAMED_COLOURS, encode, flatten, solid_colour
 
-COLOURS = ("white", "black", "random")  # the names solid_colour knows
+COLOURS = (*NAMED_COLOURS, "random")  # the names solid_colour knows
 
 
 @dataclass
