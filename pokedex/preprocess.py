@@ -8,7 +8,9 @@ Two halves, so the expensive half runs once:
 
   1. find the content: the visible pixels (alpha >= ``ALPHA_VISIBLE``) when the image carries real
      transparency; otherwise the background is estimated from the image border and removed
-     (``estimate_background``); a busy border (a photo, noise) keeps the image opaque as a whole;
+     (``estimate_background``): a uniform colour (exactly, when the picture is lossless; within JPEG's noise
+     when it is not), or per-pixel texture (noise, grain) around flat drawn content. A border that is neither
+     (a photo) keeps the image opaque as a whole;
   2. crop to the content's bounding box and fit it to S×S keeping the aspect ratio, centred on a transparent
      canvas. Small content is scaled *up* too: first by nearest neighbour to the next integer multiple (pixel
      art stays crisp), then Lanczos to the exact size; Lanczos premultiplies alpha, so hidden colours never
@@ -42,14 +44,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PREPROCESS_VERSION = 2  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale
+PREPROCESS_VERSION = 3  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
+# 3: exact background colour for lossless pictures, textured backgrounds removed
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 ANALYSIS_SIZE = 128  # background estimation runs on a box-averaged copy at most this big (speed)
-BACKGROUND_TOLERANCE = 32  # max per-channel difference from the border colour (JPEG q75 ringing stays under)
-BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border colour to estimate a background
+BACKGROUND_TOLERANCE = 44  # max per-channel difference from the border colour of a lossy picture (JPEG q50 ringing)
+EXACT_TOLERANCE = 4  # the same for a lossless picture: a dark outline on black is content, not background
+PALETTE_COLOURS = 8  # at most this many distinct colours between the two tolerances: a lossless fill (_tolerance)
+BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border colour (or be texture) to estimate
+BORDER_TOLERANCE = 32  # per-channel difference from the border's median colour that still matches it
+FLAT_TOLERANCE = 4  # per-channel difference within which two neighbours belong to one flat area (_flat)
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
-BackgroundKind = Literal["alpha", "estimated", "none"]
+BackgroundKind = Literal["alpha", "estimated", "texture", "none"]
 
 
 class ImageError(ValueError):
@@ -108,7 +115,7 @@ class InputFacts:
     """What the preprocessing learnt about one input; cheap by-products for serving telemetry and drift."""
 
     had_transparency: bool  # some pixel had alpha < 255
-    background: BackgroundKind  # how the content was found: alpha channel, estimated from the border, or not at all
+    background: BackgroundKind  # how the content was found: alpha channel, a border colour, texture, or not at all
     foreground_fraction: float  # share of the input's pixels that are content (1.0 when kept opaque; estimated
     # backgrounds measure it on the analysis grid)
     background_colour: tuple[int, int, int] | None = None  # the estimated border colour, if any
@@ -127,7 +134,14 @@ class BackgroundEstimate(NamedTuple):
 
     foreground: np.ndarray | None  # bool (h', w'), True = content; one cell covers factor×factor input pixels
     factor: int
-    colour: tuple[int, int, int] | None
+    colour: tuple[int, int, int] | None  # the border colour; None for a textured background
+    tolerance: int = BACKGROUND_TOLERANCE  # per-channel distance from ``colour`` that still counts as background
+
+    def looks_like_background(self, planes: Sequence[np.ndarray]) -> np.ndarray:
+        """Per pixel of R, G, B ``planes``: could this be background? The same test at every resolution."""
+        if self.colour is None:
+            return ~_flat(planes)
+        return _similar(planes, self.colour, self.tolerance)
 
 
 def open_image(
@@ -183,15 +197,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else _to_rgba(image).convert("RGB")
 
 
-def _similar(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.ndarray:
-    """Per-pixel: every channel within ``BACKGROUND_TOLERANCE`` of ``colour``; ``planes``: R, G, B (uint8).
+def _similar(
+    planes: Sequence[np.ndarray], colour: tuple[int, int, int], tolerance: int = BACKGROUND_TOLERANCE
+) -> np.ndarray:
+    """Per-pixel: every channel within ``tolerance`` of ``colour``; ``planes``: R, G, B (uint8).
 
     One channel at a time on contiguous planes (``_planes``), and in uint8: ``p - low`` wraps around below
     ``low``, so a single comparison tests both ends of the range. No int16 copies, no slow ``axis=-1``.
     """
     close = None
     for plane, c in zip(planes, colour, strict=True):
-        low, high = max(0, c - BACKGROUND_TOLERANCE), min(255, c + BACKGROUND_TOLERANCE)
+        low, high = max(0, c - tolerance), min(255, c + tolerance)
         within = (plane - np.uint8(low)) <= np.uint8(high - low)
         close = within if close is None else np.logical_and(close, within, out=close)
     assert close is not None
@@ -231,31 +247,95 @@ def _drop_specks(foreground: np.ndarray) -> np.ndarray:
     return keep.take(labels)
 
 
-def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
-    """Find a uniform background connected to the border of an opaque image (uploads flattened onto a colour).
+def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> int:
+    """How far background pixels may stray from the border colour: ``EXACT_TOLERANCE`` for a lossless fill.
 
-    The border colour is the per-channel median of the image's outermost pixels; unless at least
-    ``BORDER_UNIFORMITY`` of them match it (a busy border), nothing is estimated. Then, on a box-averaged copy
-    of at most ``ANALYSIS_SIZE`` px (fast; JPEG noise averages out), every region of matching colour that touches
-    the border (C connected-component labelling, 4-connected) is background. Matching regions
-    *enclosed* by content (a white Pokémon's belly behind its outline) stay content. A busy border, or no
-    content left, gives ``foreground=None``.
+    Between the exact and the loose tolerance lie either a few palette colours of a lossless picture (a dark
+    outline on black, a pale belly on white: content) or the ringing of a lossy one, hundreds of distinct
+    colours (background). On the robustness suite's flattened PNGs there are at most 3, on JPEG q95 at least 23.
+    ``planes`` must hold exact pixel values (no averaging, which would invent colours).
+    """
+    loose = _similar(planes, colour, BACKGROUND_TOLERANCE)
+    between = np.logical_and(loose, ~_similar(planes, colour, EXACT_TOLERANCE), out=loose)
+    red, green, blue = (plane[between].astype(np.uint32) for plane in planes)
+    distinct = np.unique((red << 16) | (green << 8) | blue).size
+    return EXACT_TOLERANCE if distinct <= PALETTE_COLOURS else BACKGROUND_TOLERANCE
+
+
+def _flat(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """Pixels with an 8-neighbour of nearly their colour (``FLAT_TOLERANCE``): drawn content, not texture.
+
+    Pixel art and cartoons are flat areas and 1-px lines (a diagonal line's pixels touch at corners); per-pixel
+    noise rarely repeats a colour next to itself, and a tight tolerance keeps such chance pairs, which would glue
+    noise to an outline, rare. uint8 wrap-around: ``a - b + t <= 2t`` is ``|a - b| <= t``.
+    """
+    flat = np.zeros(planes[0].shape, dtype=bool)
+    t = np.uint8(FLAT_TOLERANCE)
+    pairs = (  # (this pixel, its neighbour) for the right, down, down-right and down-left neighbours
+        (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :]),
+        (np.s_[:-1, :-1], np.s_[1:, 1:]), (np.s_[:-1, 1:], np.s_[1:, :-1]),
+    )  # fmt: skip
+    for here, there in pairs:
+        same = None
+        for plane in planes:
+            close = (plane[here] - plane[there] + t) <= 2 * t
+            same = close if same is None else np.logical_and(same, close, out=same)
+        flat[here] |= same
+        flat[there] |= same
+    return flat
+
+
+def _keep_large(foreground: np.ndarray, share: float = 0.05) -> np.ndarray:
+    """Only blobs of at least ``share`` of the largest one (8-connected): texture's chance flat specks are not content."""
+    labels, count = _label(foreground, 8)
+    if not count:
+        return foreground
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = sizes >= max(SPECK_CELLS, share * sizes.max())
+    return keep.take(labels)
+
+
+def _background_regions(passable: np.ndarray) -> np.ndarray:
+    """The cells of ``passable`` 4-connected to the border: enclosed ones (a white belly) stay content."""
+    labels, count = _label(passable, 4)
+    background = np.zeros(count + 1, dtype=bool)  # per label
+    background[_edges(labels)] = True
+    background[0] = False  # label 0 = not passable
+    return background.take(labels)
+
+
+def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
+    """Find the background of an opaque image: a uniform colour, or texture, connected to the border.
+
+    Uniform: the border colour is the per-channel median of the image's outermost pixels, and at least
+    ``BORDER_UNIFORMITY`` of them match it. Then, on a box-averaged copy of at most ``ANALYSIS_SIZE`` px (fast;
+    JPEG noise averages out), every region of matching colour (``_tolerance``) that touches the border
+    (C connected-component labelling, 4-connected) is background. Matching regions *enclosed* by content (a
+    white Pokémon's belly behind its outline) stay content.
+
+    Texture: otherwise, if as much of the border is per-pixel texture (``_flat`` finds no neighbour of its
+    colour: noise, grain), the texture connected to the border is background, found on a nearest-neighbour copy
+    (averaging would make noise look flat). A border that is neither (a photo), or no content left, gives
+    ``foreground=None``: the picture is kept whole.
     """
     rgb = _to_rgb(rgb)
     factor = max(1, math.ceil(max(rgb.size) / ANALYSIS_SIZE))
+    grid = (math.ceil(rgb.width / factor), math.ceil(rgb.height / factor))  # the size of rgb.reduce(factor)
+    sample = _planes(rgb if factor == 1 else rgb.resize(grid, Image.Resampling.NEAREST))  # exact pixel values
     border = _border(rgb)  # full resolution: averaging would make noise look uniform
     red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
     colour = (red, green, blue)
-    if np.count_nonzero(_similar(border.T, colour)) / len(border) < BORDER_UNIFORMITY:
-        return BackgroundEstimate(None, factor, None)
-    labels, count = _label(_similar(_planes(rgb.reduce(factor) if factor > 1 else rgb), colour), 4)
-    kept = np.ones(count + 1, dtype=bool)  # per label: not a background region
-    kept[_edges(labels)] = False
-    kept[0] = True  # label 0 = not background-coloured
-    foreground = _drop_specks(kept.take(labels))
-    if not foreground.any():  # one flat colour: nothing to separate, keep the picture as it is
-        return BackgroundEstimate(None, factor, colour)
-    return BackgroundEstimate(foreground, factor, colour)
+    if np.count_nonzero(_similar(border.T, colour, BORDER_TOLERANCE)) / len(border) >= BORDER_UNIFORMITY:
+        tolerance = _tolerance(sample, colour)
+        averaged = sample if factor == 1 else _planes(rgb.reduce(factor))
+        foreground = _drop_specks(~_background_regions(_similar(averaged, colour, tolerance)))
+        return BackgroundEstimate(foreground if foreground.any() else None, factor, colour, tolerance)
+    rough = ~_flat(sample)
+    if np.count_nonzero(_edges(rough)) / _edges(rough).size < BORDER_UNIFORMITY:
+        return BackgroundEstimate(None, factor, None)  # a photo: keep it whole
+    foreground = _keep_large(~_background_regions(rough))
+    return BackgroundEstimate(foreground if foreground.any() else None, factor, None)
 
 
 def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Image | None, InputFacts]:
@@ -268,14 +348,14 @@ def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Im
     return rgba.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)), facts
 
 
-def _refine(planes: Sequence[np.ndarray], cells: np.ndarray, f: int, colour: tuple[int, int, int]) -> np.ndarray:
+def _refine(passable: np.ndarray, cells: np.ndarray, f: int) -> np.ndarray:
     """Full-resolution alpha inside the content box, so no band of background is left around the content.
 
-    ``planes``: the box in whole f×f ``cells`` (True = content cell). Background cells, and background-coloured
-    pixels 4-connected to them or to the box edge (beyond it all is background), become alpha 0; enclosed ones
-    stay content. One labelling of the box; a background cell is passable throughout, so one pixel names its label.
+    ``passable``: the box's pixels that look like background, in whole f×f ``cells`` (True = content cell).
+    Background cells, and passable pixels 4-connected to them or to the box edge (beyond it all is background),
+    become alpha 0; enclosed ones stay content. One labelling of the box; a background cell is passable
+    throughout, so one pixel names its label.
     """
-    passable = _similar(planes, colour)
     rows = passable.reshape(cells.shape[0], f, -1)  # a view: the f pixel rows of each row of cells
     rows |= np.repeat(~cells, f, axis=1)[:, None, :]
     labels, count = _label(passable, 4)
@@ -292,20 +372,24 @@ def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputF
     A busy border or a flat picture comes back whole and opaque (RGB: ``_fit`` pastes it with alpha 255).
     """
     estimate = estimate_background(rgb)
-    if estimate.foreground is None or estimate.colour is None:
+    if estimate.foreground is None:
         return rgb, InputFacts(False, "none", 1.0, estimate.colour)
     mask, f = estimate.foreground, estimate.factor
     rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     cells, box = mask[y0:y1, x0:x1], (x0 * f, y0 * f, x1 * f, y1 * f)  # whole cells, even past the image edge
     content = rgb.crop(box)
-    if box[2] > rgb.width or box[3] > rgb.height:  # pad with the background colour: beyond the edge is background
-        content = Image.new("RGB", content.size, estimate.colour)
-        content.paste(rgb.crop((box[0], box[1], rgb.width, rgb.height)))
-    alpha = cells.view(np.uint8) * np.uint8(255) if f == 1 else _refine(_planes(content), cells, f, estimate.colour)
+    if f == 1:
+        alpha = cells.view(np.uint8) * np.uint8(255)
+    else:
+        passable = estimate.looks_like_background(_planes(content))
+        passable[rgb.height - box[1] :] = True  # beyond the image edge all is background
+        passable[:, rgb.width - box[0] :] = True
+        alpha = _refine(passable, cells, f)
     alpha_image = Image.frombuffer("L", content.size, np.ascontiguousarray(alpha), "raw", "L", 0, 1)
     tight = alpha_image.getbbox()
-    facts = InputFacts(False, "estimated", np.count_nonzero(mask) / mask.size, estimate.colour)
+    kind: BackgroundKind = "texture" if estimate.colour is None else "estimated"
+    facts = InputFacts(False, kind, np.count_nonzero(mask) / mask.size, estimate.colour)
     content.putalpha(alpha_image)  # our own copy: RGB becomes RGBA in place
     return (content.crop(tight) if tight else None), facts
 
