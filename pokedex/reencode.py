@@ -1,4 +1,5 @@
-"""What people do to a sprite before they upload it: composite it onto a background, save it as PNG or JPEG.
+"""What people do to a sprite before they upload it: composite it onto a background, shrink it to a thumbnail and
+blow it back up, save it as PNG or JPEG.
 
 Shared by the robustness suite (``pokedex.evaluation.conditions`` turns test sprites into uploads) and the
 training re-uploads (``pokedex.data.reupload`` does the same to a share of the training images), so the suite
@@ -40,6 +41,15 @@ def composite(sprite: Image.Image, background: Image.Image) -> Image.Image:
 def flatten(sprite: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
     """A screenshot or "save as": the sprite on an opaque ``colour``, transparency gone (RGB)."""
     return composite(sprite, Image.new("RGB", sprite.size, colour)).convert("RGB")
+
+
+def thumbnail(sprite: Image.Image, factor: float) -> Image.Image:
+    """A thumbnail blown back up: down by ``factor`` (Lanczos), up to the original size (bicubic), RGBA."""
+    rgba = sprite.convert("RGBA")
+    small = rgba.resize(
+        (max(1, round(rgba.width * factor)), max(1, round(rgba.height * factor))), Image.Resampling.LANCZOS
+    )
+    return small.resize(rgba.size, Image.Resampling.BICUBIC)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", quality: int | None = None) -> bytes:

@@ -112,9 +112,19 @@ def test_preprocessing_recovers_the_clean_sprite(suite: dict[str, Condition], na
     assert diff <= tolerance and overlap > (0.85 if name == "corner_half" else 0.95), (name, diff, overlap)
 
 
-def test_busy_backgrounds_stay_opaque(suite: dict[str, Condition]) -> None:
-    for name in ("busy_noise", "busy_gradient"):
-        assert (bytes_to_array(upload(suite[name], sprite(), 0, "k"), SIZE)[3, 10:54] == 255).all(), name
+@pytest.mark.parametrize("name", ["busy_noise", "busy_gradient"])
+def test_busy_backgrounds_are_removed(suite: dict[str, Condition], name: str) -> None:
+    """Preprocessing v3 removes per-pixel texture around flat content; a chance flat speck of the gradient's grain
+    next to the outline can survive, so the typical upload is judged (eight seeds), not every one."""
+    image = sprite()
+    clean = image_to_array(image, SIZE)
+    mask = clean[3] > 0
+    diffs, overlaps = [], []
+    for key in "abcdefgh":
+        array = bytes_to_array(upload(suite[name], image, 0, key), SIZE)
+        diffs.append(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
+        overlaps.append(((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum())
+    assert np.median(diffs) < 1.0 and np.median(overlaps) > 0.99 and min(overlaps) > 0.85, (diffs, overlaps)
 
 
 def test_conditions_are_checked_when_built() -> None:

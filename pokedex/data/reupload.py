@@ -1,8 +1,9 @@
 """Training images re-uploaded the way people upload them, then preprocessed by the one preprocessing function.
 
 A sprite flattened onto white or black and saved as a JPEG does not reach the model as the stored sprite: the
-preprocessing estimates the background from the border and turns it into transparency, which on black also
-eats the sprite's dark outline, and JPEG leaves ringing at every edge. Imitating that on the GPU would only
+preprocessing estimates the background from the border and turns it into transparency, which on black can also
+eat the sprite's dark outline, and JPEG leaves ringing at every edge; a thumbnail blown back up has soft edges
+and lost detail. Imitating that on the GPU would only
 approximate the real path; here a share of the training images takes the real one (``pokedex.preprocess``),
 in the DataLoader workers, so the model learns exactly what serving will give it. Hue is untouched.
 """
@@ -21,21 +22,24 @@ from torch.utils.data import Dataset
 
 from pokedex.data.datasets import PerProcessHandle
 from pokedex.preprocess import image_to_array
-from pokedex.reencode import NAMED_COLOURS, encode, flatten, solid_colour
+from pokedex.reencode import NAMED_COLOURS, encode, flatten, solid_colour, thumbnail
 
 COLOURS = (*NAMED_COLOURS, "random")  # the names solid_colour knows
 
 
 @dataclass
 class Reupload:
-    """With probability ``p``: flatten the canonical RGBA image onto a colour (``colours``: weights of white,
-    black and a uniformly random colour), JPEG-compress it with probability ``jpeg_p`` at a quality drawn from
-    ``jpeg_quality``, and preprocess the result as an upload."""
+    """With probability ``p``: either (``thumbnail_p`` of them) shrink the canonical RGBA image by a factor drawn
+    from ``thumbnail_scale`` and blow it back up, or flatten it onto a colour (``colours``: weights of white,
+    black and a uniformly random colour) and JPEG-compress it with probability ``jpeg_p`` at a quality drawn
+    from ``jpeg_quality``; then preprocess the result as an upload."""
 
     p: float = 0.0
     colours: Mapping[str, float] = field(default_factory=lambda: {"white": 0.4, "black": 0.3, "random": 0.3})
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
+    thumbnail_p: float = 0.0
+    thumbnail_scale: tuple[float, float] = (0.35, 0.7)  # of the canonical size: the suite's 1/3 of a ~100 px sprite
 
     def __post_init__(self) -> None:
         unknown = set(self.colours) - set(COLOURS)
@@ -44,14 +48,22 @@ class Reupload:
         low, high = self.jpeg_quality
         if not 1 <= low <= high <= 95:
             raise ValueError(f"data.reupload.jpeg_quality: [low, high] within 1..95, got {list(self.jpeg_quality)}")
+        low, high = self.thumbnail_scale
+        if not 0 < low <= high <= 1 or not 0 <= self.thumbnail_p <= 1:
+            raise ValueError(
+                "data.reupload.thumbnail_p within 0..1 and thumbnail_scale [low, high] within (0, 1], got "
+                f"{self.thumbnail_p} and {list(self.thumbnail_scale)}"
+            )
         names = list(self.colours)
         weights = np.array([self.colours[n] for n in names], dtype=np.float64)
         self._names, self._weights = names, weights / weights.sum()
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(4, S, S) uint8 canonical RGBA → the same sprite as the preprocessing sees its re-upload."""
-        colour = solid_colour(self._names[int(rng.choice(len(self._names), p=self._weights))], rng)
         sprite = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGBA")
+        if self.thumbnail_p and rng.random() < self.thumbnail_p:
+            return image_to_array(thumbnail(sprite, float(rng.uniform(*self.thumbnail_scale))), image.shape[-1])
+        colour = solid_colour(self._names[int(rng.choice(len(self._names), p=self._weights))], rng)
         upload = flatten(sprite, colour)
         if rng.random() < self.jpeg_p:
             quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))

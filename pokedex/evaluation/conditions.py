@@ -103,11 +103,7 @@ def blur(sprite: Image.Image, rng: np.random.Generator, *, radius: float = 1.0) 
 
 def resample(sprite: Image.Image, rng: np.random.Generator, *, factor: float = 1 / 3) -> bytes:
     """A thumbnail blown back up: down by ``factor`` (Lanczos), up to the original size (bicubic)."""
-    rgba = sprite.convert("RGBA")
-    small = rgba.resize(
-        (max(1, round(rgba.width * factor)), max(1, round(rgba.height * factor))), Image.Resampling.LANCZOS
-    )
-    return reencode.encode(small.resize(rgba.size, Image.Resampling.BICUBIC))
+    return reencode.encode(reencode.thumbnail(sprite, factor))
 
 
 KINDS: Mapping[str, ConditionFn] = MappingProxyType(
