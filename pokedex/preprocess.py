@@ -16,8 +16,11 @@ Two halves, so the expensive half runs once:
      transparent canvas. Small content is scaled *up* too: first by nearest neighbour to the next integer
      multiple (pixel art stays crisp), then Lanczos to the exact size; Lanczos premultiplies alpha, so hidden
      colours never bleed into the edge;
-  3. fully transparent pixels get RGB 0, so hidden palette colours can't leak into the model. An image with
-     no visible pixel at all becomes the empty (all-zero) canvas.
+  3. the alpha becomes binary, as the dataset's sprites have it: a pixel at least half as opaque as the most
+     opaque one is content (alpha 255), any other is background (alpha 0, RGB 0, so hidden palette colours
+     can't leak into the model). Soft alpha only ever comes from resampling (the fit's own rim, a blur, a
+     blown-up thumbnail); at 64 px, giving the model the sprite's crisp silhouette back was worth 5 points of
+     top-1 on blown-up thumbnails. An image with no visible pixel at all becomes the empty (all-zero) canvas.
 
   ``image_to_canonical`` returns the same array plus ``InputFacts`` (was there transparency, how was the
   background found, how much of the picture is foreground) for serving telemetry, without a second pass.
@@ -45,8 +48,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PREPROCESS_VERSION = 3  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
-# 3: exact background colour for lossless pictures, textured backgrounds removed, soft rims outside the box
+PREPROCESS_VERSION = 4  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
+# 3: exact background colour for lossless pictures, textured backgrounds removed; 4: binary alpha
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 ANALYSIS_SIZE = 128  # background estimation runs on a box-averaged copy at most this big (speed)
 BACKGROUND_TOLERANCE = 44  # max per-channel difference from the border colour of a lossy picture (JPEG q50 ringing)
@@ -352,7 +355,7 @@ def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Im
     facts = InputFacts(True, "alpha", np.count_nonzero(visible) / visible.size)
     if not visible.any():
         return None, facts
-    solid = opacity >= max(ALPHA_VISIBLE, (int(opacity.max()) + 1) // 2)
+    solid = _solid(opacity)
     rows, cols = np.flatnonzero(solid.any(axis=1)), np.flatnonzero(solid.any(axis=0))
     return rgba.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)), facts
 
@@ -424,7 +427,17 @@ def _fit(content: Image.Image | None, image_size: int, upscale: bool = True) -> 
     canvas = Image.new("RGBA", (image_size, image_size), (0, 0, 0, 0))
     canvas.paste(content, ((image_size - size[0]) // 2, (image_size - size[1]) // 2))
     planar = np.asarray(canvas).transpose(2, 0, 1)  # a view; the multiply writes the one contiguous copy
-    return np.multiply(planar, planar[3] != 0, out=np.empty(planar.shape, np.uint8))
+    solid = _solid(planar[3])
+    canonical = np.multiply(planar, solid, out=np.empty(planar.shape, np.uint8))
+    np.multiply(solid, np.uint8(255), out=canonical[3])
+    return canonical
+
+
+def _solid(alpha: np.ndarray) -> np.ndarray:
+    """Pixels at least half as opaque as the most opaque one (and visible): content, in a picture whose soft
+    alpha (a resampled rim, a blur, a blown-up thumbnail) only ever comes from resampling the binary alpha of a
+    sprite. The canonical alpha is that binary mask, as the dataset's sprites have it."""
+    return alpha >= max(ALPHA_VISIBLE, (int(alpha.max(initial=0)) + 1) // 2)
 
 
 def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = True) -> tuple[np.ndarray, InputFacts]:
