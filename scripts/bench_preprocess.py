@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Per-image cost of the canonical preprocessing (version 2) against the fit-only path of version 1.
+"""Per-image cost of the canonical preprocessing (today's version) against the fit-only path of version 1.
 
 Why: ``image_to_array`` runs for every training sample of an uncached run, every evaluation image and every
 HTTP upload, so content finding and background estimation must stay cheap (budget: ~1 ms per 512² image on
@@ -44,7 +44,7 @@ def sprite(size: int) -> Image.Image:
 
 
 def cases(size: int) -> dict[str, Image.Image]:
-    """The uploads to time: on white (PNG and JPEG q75), on noise (busy border), with real alpha."""
+    """The uploads to time: on white (PNG and JPEG q75), on noise (a textured border, removed), with real alpha."""
     rgba = sprite(size)
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     white.alpha_composite(rgba)
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=40)
     args = parser.parse_args()
     print(f"{args.size}² uploads, one thread, best of {args.repeat} × {args.number} calls (CPU ms/image)")
-    header = f"{'case':<28}{'S':>5}{'estimate':>10}{'bg step':>9}{'v2 total':>10}{'v1 fit':>9}{'v2/v1':>7}"
+    header = f"{'case':<28}{'S':>5}{'estimate':>10}{'bg step':>9}{'total':>10}{'v1 fit':>9}{'ratio':>7}"
     print(header, "-" * len(header), sep="\n")
     for name, image in cases(args.size).items():
         rgb = _to_rgb(image)

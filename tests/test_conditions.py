@@ -60,7 +60,7 @@ def test_same_seed_same_bytes_and_the_seed_matters(suite: dict[str, Condition]) 
     image = sprite()
     for condition in suite.values():
         assert upload(condition, image, 0, "a/1.png") == upload(condition, image, 0, "a/1.png"), condition.name
-    for name in ("colour", "busy_noise", "busy_gradient"):  # conditions that draw from the generator
+    for name in ("colour", "busy_noise", "busy_gradient", "busy_photo"):  # conditions that draw from the generator
         assert upload(suite[name], image, 0, "a/1.png") != upload(suite[name], image, 1, "a/1.png"), name
     assert condition_rng(0, "x", "k").integers(1 << 30) == condition_rng(0, "x", "k").integers(1 << 30)
 
@@ -68,7 +68,7 @@ def test_same_seed_same_bytes_and_the_seed_matters(suite: dict[str, Condition]) 
 def test_decoded_uploads_look_as_described(suite: dict[str, Condition]) -> None:
     image = sprite()
     out = {name: decode(upload(c, image, 0, "k")) for name, c in suite.items()}
-    for name in ("white", "black", "colour", "busy_noise", "busy_gradient"):
+    for name in ("white", "black", "colour", "busy_noise", "busy_gradient", "busy_photo"):
         assert (out[name].format, out[name].mode, out[name].size) == ("PNG", "RGB", image.size), name
     assert out["white_opaque_rgba"].mode == "RGBA" and out["white_opaque_rgba"].getchannel("A").getextrema() == (
         255,
@@ -110,6 +110,20 @@ def test_preprocessing_recovers_the_clean_sprite(suite: dict[str, Condition], na
     diff = np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean()
     overlap = ((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum()
     assert diff <= tolerance and overlap > (0.85 if name == "corner_half" else 0.95), (name, diff, overlap)
+
+
+def test_a_photo_like_background_is_smooth_unlike_noise(suite: dict[str, Condition]) -> None:
+    """busy_photo is an out-of-focus photo, not per-pixel texture: neighbouring background pixels differ by a few
+    levels (busy_noise: by far more), so the preprocessing mostly keeps such pictures whole."""
+    image = sprite()
+    background = np.asarray(image)[..., 3] == 0
+
+    def roughness(name: str) -> float:
+        pixels = np.asarray(decode(upload(suite[name], image, 0, "k")), dtype=np.int16)
+        step = np.abs(np.diff(pixels, axis=1)).max(axis=-1)
+        return float(step[background[:, 1:] & background[:, :-1]].mean())
+
+    assert roughness("busy_photo") < 20 < 60 < roughness("busy_noise")
 
 
 @pytest.mark.parametrize("name", ["busy_noise", "busy_gradient"])
