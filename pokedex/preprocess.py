@@ -6,11 +6,10 @@ Two halves, so the expensive half runs once:
   upload sprites flattened onto white, as JPEGs, off-centre or tiny, so the canonical form depends only on the
   *content*, never on its placement, margins or scale:
 
-  1. find the content: the visible pixels (alpha >= ``ALPHA_VISIBLE``) when the image carries real
-     transparency; otherwise the background is estimated from the image border and removed
-     (``estimate_background``): a uniform colour (exactly, when the picture is lossless; within JPEG's noise
-     when it is not), or per-pixel texture (noise, grain) around flat drawn content. A border that is neither
-     (a photo) keeps the image opaque as a whole;
+  1. find the content: from the alpha channel when the image carries real transparency; otherwise the
+     background is estimated from the image border and removed (``estimate_background``): a uniform colour
+     (exactly, when the picture is lossless; within JPEG's noise when it is not), or per-pixel texture (noise,
+     grain) around flat drawn content. A border that is neither (a photo) keeps the image opaque as a whole;
   2. crop to the content's bounding box (with real transparency: of the pixels at least half as opaque as the
      most opaque one, so a soft rim does not count) and fit it to S×S keeping the aspect ratio, centred on a
      transparent canvas. Small content is scaled *up* too: first by nearest neighbour to the next integer
@@ -19,8 +18,8 @@ Two halves, so the expensive half runs once:
   3. the alpha becomes binary, as the dataset's sprites have it: a pixel at least half as opaque as the most
      opaque one is content (alpha 255), any other is background (alpha 0, RGB 0, so hidden palette colours
      can't leak into the model). Soft alpha only ever comes from resampling (the fit's own rim, a blur, a
-     blown-up thumbnail); at 64 px, giving the model the sprite's crisp silhouette back was worth 5 points of
-     top-1 on blown-up thumbnails. An image with no visible pixel at all becomes the empty (all-zero) canvas.
+     blown-up thumbnail); at 64 px, giving the model the sprite's crisp silhouette back was worth 5 to 7 points
+     of top-1 on blown-up thumbnails. An image with no visible pixel at all becomes the empty (all-zero) canvas.
 
   ``image_to_canonical`` returns the same array plus ``InputFacts`` (was there transparency, how was the
   background found, how much of the picture is foreground) for serving telemetry, without a second pass.
