@@ -30,7 +30,8 @@ from collections.abc import Callable  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from pokedex.preprocess import _content_from_estimate, _to_rgb, estimate_background, image_to_array  # noqa: E402
+from pokedex.background import estimate_background  # noqa: E402
+from pokedex.preprocess import _content_from_estimate, _to_rgb, image_to_array  # noqa: E402
 
 
 def sprite(size: int) -> Image.Image:

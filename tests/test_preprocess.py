@@ -11,21 +11,17 @@ import torch
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from pokedex.background import BACKGROUND_TOLERANCE, EXACT_TOLERANCE, _flat, _similar, estimate_background
 from pokedex.model.classifier import normalize
 from pokedex.preprocess import (
     ALPHA_VISIBLE,
-    BACKGROUND_TOLERANCE,
-    EXACT_TOLERANCE,
     PREPROCESS_VERSION,
     ImageError,
     ImageTooLargeError,
     InputFacts,
     PreprocessSpec,
     _content_from_estimate,
-    _flat,
-    _similar,
     bytes_to_array,
-    estimate_background,
     image_to_array,
     image_to_canonical,
     open_image,
