@@ -84,12 +84,13 @@ def _label(mask: np.ndarray, connectivity: Literal[4, 8]) -> tuple[np.ndarray, i
     return labels.astype(np.intp, copy=False), int(count)  # intp: bincount and take convert nothing
 
 
-def _drop_specks(foreground: np.ndarray) -> np.ndarray:
-    """Forget isolated blobs of a few cells (8-connected): palette dithering and compression noise, not content."""
+def _keep_blobs(foreground: np.ndarray, share: float = 0.0) -> np.ndarray:
+    """The blobs (8-connected) of at least ``SPECK_CELLS`` cells and ``share`` of the largest one: isolated specks
+    (palette dithering, compression noise, chance flat pairs in texture) are not content."""
     labels, _ = _label(foreground, 8)
-    keep = np.bincount(labels.ravel()) >= SPECK_CELLS
-    keep[0] = False
-    return keep.take(labels)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0  # label 0 = not in the mask
+    return (sizes >= max(SPECK_CELLS, share * sizes.max())).take(labels)
 
 
 def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> int:
@@ -130,17 +131,6 @@ def _flat(planes: Sequence[np.ndarray]) -> np.ndarray:
     return flat
 
 
-def _keep_large(foreground: np.ndarray, share: float = 0.05) -> np.ndarray:
-    """Blobs of at least ``share`` of the largest one (8-connected): chance flat specks of texture are not content."""
-    labels, count = _label(foreground, 8)
-    if not count:
-        return foreground
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    keep = sizes >= max(SPECK_CELLS, share * sizes.max())
-    return keep.take(labels)
-
-
 def _background_regions(passable: np.ndarray) -> np.ndarray:
     """The cells of ``passable`` 4-connected to the border: enclosed ones (a white belly) stay content."""
     labels, count = _label(passable, 4)
@@ -174,12 +164,13 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     if np.count_nonzero(_similar(border.T, colour, BORDER_TOLERANCE)) / len(border) >= BORDER_UNIFORMITY:
         tolerance = _tolerance(sample, colour)
         averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
-        foreground = _drop_specks(~_background_regions(_similar(averaged, colour, tolerance)))
+        foreground = _keep_blobs(~_background_regions(_similar(averaged, colour, tolerance)))
         return BackgroundEstimate(foreground if foreground.any() else None, factor, colour, tolerance)
     rough = ~_flat(sample)
-    if np.count_nonzero(_edges(rough)) / _edges(rough).size < BORDER_UNIFORMITY:
+    rough_border = _edges(rough)
+    if np.count_nonzero(rough_border) / rough_border.size < BORDER_UNIFORMITY:
         return BackgroundEstimate(None, factor, None)  # a photo: keep it whole
-    foreground = _keep_large(~_background_regions(rough))
+    foreground = _keep_blobs(~_background_regions(rough), share=0.05)
     return BackgroundEstimate(foreground if foreground.any() else None, factor, None)
 
 

@@ -103,8 +103,8 @@ class CachedDataset(Dataset):
     through a memory map: on kernels whose page cache uses large folios (ext4 on Linux 6.x) each fault of a map
     pulls in far more than the row, and a map's pages count as the process's RSS, so after one epoch every loader
     process looked ~1.8 GB bigger (to ``top`` and to the OOM killer) while reading no faster (measured in
-    docs/performance.md). The file
-    is still a plain ``.npy`` that ``np.load(path, mmap_mode="r")`` opens, and the OS page cache keeps it in RAM.
+    docs/performance.md). The file is still a plain ``.npy`` that ``np.load(path, mmap_mode="r")`` opens, and
+    the OS page cache keeps it in RAM.
     Every DataLoader worker (forked or spawned) opens its own descriptor (``PerProcessHandle``).
     """
 

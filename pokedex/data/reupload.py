@@ -3,9 +3,9 @@
 A sprite flattened onto white or black and saved as a JPEG does not reach the model as the stored sprite: the
 preprocessing estimates the background from the border and turns it into transparency, which on black can also
 eat the sprite's dark outline, and JPEG leaves ringing at every edge; a thumbnail blown back up has soft edges
-and lost detail. Imitating that on the GPU would only
-approximate the real path; here a share of the training images takes the real one (``pokedex.preprocess``),
-in the DataLoader workers, so the model learns exactly what serving will give it. Hue is untouched.
+and lost detail. Imitating that on the GPU would only approximate the real path; here a share of the training
+images takes the real one (``pokedex.preprocess``), in the DataLoader workers, so the model learns exactly what
+serving will give it. Hue is untouched.
 """
 
 from __future__ import annotations
