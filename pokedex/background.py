@@ -1,5 +1,6 @@
-"""Find the background of an opaque picture (an upload flattened onto a colour, or on texture), so the one
-preprocessing function (``pokedex.preprocess``) can turn it into transparency and crop to the content.
+"""Find the background of an opaque picture (an upload flattened onto a colour, on texture, or on an out-of-focus
+photo), so the one preprocessing function (``pokedex.preprocess``) can turn it into transparency and crop to the
+content.
 
 ``estimate_background`` decides at analysis resolution (a copy of at most ``ANALYSIS_SIZE`` px) which cells are
 content; ``BackgroundEstimate.looks_like_background`` is the per-pixel test that ``refine_alpha`` then applies
@@ -24,7 +25,14 @@ PALETTE_COLOURS = 8  # at most this many distinct colours between the two tolera
 BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border colour (or be texture) to estimate
 BORDER_TOLERANCE = 32  # per-channel difference from the border's median colour that still matches it
 FLAT_TOLERANCE = 4  # per-channel difference within which two neighbours belong to one flat area (_flat)
+EDGE_STEP = 32  # a larger per-channel step to a 4-neighbour is an edge (a drawn outline), not a smooth gradient
+SEED_SHARE = 0.25  # smooth backgrounds: regions touching the border less than this share of the longest contact
+# (a sprite's outline where it touches the border) are not background
+RINGS = 2  # smooth backgrounds: rings of edge pixels next to the background that still join it (_grow)
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
+
+
+BackgroundKind = Literal["colour", "texture", "smooth"]
 
 
 class BackgroundEstimate(NamedTuple):
@@ -32,13 +40,17 @@ class BackgroundEstimate(NamedTuple):
 
     foreground: np.ndarray | None  # bool (h', w'), True = content; one cell covers factor×factor input pixels
     factor: int
-    colour: tuple[int, int, int] | None  # the border colour; None for a textured background
+    colour: tuple[int, int, int] | None  # the border colour; None for a textured or smooth background
     tolerance: int = BACKGROUND_TOLERANCE  # per-channel distance from ``colour`` that still counts as background
+    kind: BackgroundKind = "colour"
 
     def looks_like_background(self, planes: Sequence[np.ndarray]) -> np.ndarray:
         """Per pixel of R, G, B ``planes``: could this be background? The same test at every resolution."""
-        if self.colour is None:
+        if self.kind == "texture":
             return ~_flat(planes)
+        if self.kind == "smooth":
+            return ~_steps(planes)[0]
+        assert self.colour is not None
         return _similar(planes, self.colour, self.tolerance)
 
 
@@ -131,17 +143,59 @@ def _flat(planes: Sequence[np.ndarray]) -> np.ndarray:
     return flat
 
 
-def _background_regions(passable: np.ndarray) -> np.ndarray:
-    """The cells of ``passable`` 4-connected to the border: enclosed ones (a white belly) stay content."""
+_RIGHT, _DOWN = (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])  # (pixel, its neighbour)
+
+
+def _steps(planes: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Edge pixels (a step above ``EDGE_STEP`` in some channel to a 4-neighbour: both sides of it), and per
+    neighbour pair (right, down) whether the two are close. uint8 wrap-around: ``a - b + t > 2t`` is ``|a - b| > t``.
+    """
+    edge = np.zeros(planes[0].shape, dtype=bool)
+    t = np.uint8(EDGE_STEP)
+    closes = []
+    for here, there in (_RIGHT, _DOWN):
+        step = None
+        for plane in planes:
+            far = (plane[here] - plane[there] + t) > 2 * t
+            step = far if step is None else np.logical_or(step, far, out=step)
+        assert step is not None
+        edge[here] |= step
+        edge[there] |= step
+        closes.append(~step)
+    return edge, closes
+
+
+def _smooth_background(edge: np.ndarray, closes: list[np.ndarray]) -> np.ndarray:
+    """The smooth regions (no edge pixel) that touch the border along at least ``SEED_SHARE`` of the longest
+    contact, grown by ``RINGS`` (``_grow``). ``edge``, ``closes``: from ``_steps``."""
+    return _grow(_background_regions(~edge, share=SEED_SHARE), closes)
+
+
+def _grow(background: np.ndarray, closes: list[np.ndarray]) -> np.ndarray:
+    """``background`` grown by ``RINGS`` rings across neighbour pairs without a step: the pixels between a smooth
+    background and the content's outline are edge pixels too (the step is on their other side), and JPEG ringing
+    widens that band. A few rings only: the background reaches no further into the edges of the content."""
+    for _ in range(RINGS):
+        grown = background.copy()
+        for (here, there), close in zip((_RIGHT, _DOWN), closes, strict=True):
+            grown[here] |= close & background[there]
+            grown[there] |= close & background[here]
+        background = grown
+    return background
+
+
+def _background_regions(passable: np.ndarray, share: float = 0.0) -> np.ndarray:
+    """The cells of ``passable`` 4-connected to the border: enclosed ones (a white belly) stay content. With a
+    ``share``, only the regions that touch the border along at least that share of the longest contact."""
     labels, count = _label(passable, 4)
-    background = np.zeros(count + 1, dtype=bool)  # per label
-    background[_edges(labels)] = True
-    background[0] = False  # label 0 = not passable
+    contact = np.bincount(_edges(labels), minlength=count + 1)
+    contact[0] = 0  # label 0 = not passable
+    background = contact >= max(1.0, share * contact.max())
     return background.take(labels)
 
 
 def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
-    """Find the background of an opaque image: a uniform colour, or texture, connected to the border.
+    """Find the background of an opaque image: a uniform colour, texture, or a smooth photo, from the border.
 
     Uniform: the border colour is the per-channel median of the image's outermost pixels, and at least
     ``BORDER_UNIFORMITY`` of them match it. Then, on a box-averaged copy of at most ``ANALYSIS_SIZE`` px (fast;
@@ -151,8 +205,12 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
 
     Texture: otherwise, if as much of the border is per-pixel texture (``_flat`` finds no neighbour of its
     colour: noise, grain), the texture connected to the border is background, found on a nearest-neighbour copy
-    (averaging would make noise look flat). A border that is neither (a photo), or no content left, gives
-    ``foreground=None``: the picture is kept whole.
+    (averaging would make noise look flat).
+
+    Smooth: otherwise, if as much of the border has no edge (``_steps``: no step above ``EDGE_STEP`` to a
+    4-neighbour, on the box-averaged copy), the smooth regions along the border are background
+    (``_smooth_background``): an out-of-focus photo ends where the content's outline begins. A border busy at
+    every scale, or no content left, gives ``foreground=None``: the picture is kept whole.
     """
     rgb = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
     factor = max(1, math.ceil(max(rgb.size) / ANALYSIS_SIZE))
@@ -168,22 +226,34 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
         return BackgroundEstimate(foreground if foreground.any() else None, factor, colour, tolerance)
     rough = ~_flat(sample)
     rough_border = _edges(rough)
-    if np.count_nonzero(rough_border) / rough_border.size < BORDER_UNIFORMITY:
-        return BackgroundEstimate(None, factor, None)  # a photo: keep it whole
-    foreground = _keep_blobs(~_background_regions(rough), share=0.05)
-    return BackgroundEstimate(foreground if foreground.any() else None, factor, None)
+    if np.count_nonzero(rough_border) / rough_border.size >= BORDER_UNIFORMITY:
+        foreground = _keep_blobs(~_background_regions(rough), share=0.05)
+        return BackgroundEstimate(foreground if foreground.any() else None, factor, None, kind="texture")
+    averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
+    edge, closes = _steps(averaged)
+    smooth_border = _edges(~edge)
+    if np.count_nonzero(smooth_border) / smooth_border.size < BORDER_UNIFORMITY:
+        return BackgroundEstimate(None, factor, None, kind="smooth")  # busy at every scale: keep it whole
+    foreground = _keep_blobs(~_smooth_background(edge, closes), share=0.05)
+    return BackgroundEstimate(foreground if foreground.any() else None, factor, None, kind="smooth")
 
 
-def refine_alpha(passable: np.ndarray, cells: np.ndarray, f: int) -> np.ndarray:
+def refine_alpha(passable: np.ndarray, cells: np.ndarray, f: int, *, shallow: bool = False) -> np.ndarray:
     """Full-resolution alpha inside the content box, so no band of background is left around the content.
 
     ``passable``: the box's pixels that look like background, in whole f×f ``cells`` (True = content cell).
     Background cells, and passable pixels 4-connected to them or to the box edge (beyond it all is background),
-    become alpha 0; enclosed ones stay content. One labelling of the box; a background cell is passable
-    throughout, so one pixel names its label.
+    become alpha 0; enclosed ones stay content. ``shallow`` (a smooth background, whose per-pixel test is only
+    "no edge here"): the background reaches no further than the content cells next to a background cell, so a
+    gap in an outline cannot empty the flat inside of a sprite. One labelling of the box; a background cell is
+    passable throughout, so one pixel names its label.
     """
     rows = passable.reshape(cells.shape[0], f, -1)  # a view: the f pixel rows of each row of cells
     rows |= np.repeat(~cells, f, axis=1)[:, None, :]
+    if shallow:
+        inner = np.zeros_like(cells)  # content cells whose four neighbours are content (beyond the box: not)
+        inner[1:-1, 1:-1] = cells[1:-1, 1:-1] & cells[:-2, 1:-1] & cells[2:, 1:-1] & cells[1:-1, :-2] & cells[1:-1, 2:]
+        rows &= ~np.repeat(inner, f, axis=1)[:, None, :]
     labels, count = _label(passable, 4)
     alpha = np.full(count + 1, 255, dtype=np.uint8)  # per label; label 0 = unlike the background
     alpha[labels[::f, ::f][~cells]] = 0

@@ -47,11 +47,12 @@ from pokedex.background import estimate_background, refine_alpha, rgb_planes
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PREPROCESS_VERSION = 4  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
-# 3: exact background colour for lossless pictures, textured backgrounds removed; 4: binary alpha
+PREPROCESS_VERSION = 5  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
+# 3: exact background colour for lossless pictures, textured backgrounds removed; 4: binary alpha; 5: smooth
+# (photo-like) backgrounds removed up to the content's outline
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 
-BackgroundKind = Literal["alpha", "estimated", "texture", "none"]
+BackgroundKind = Literal["alpha", "estimated", "texture", "smooth", "none"]
 
 
 class ImageError(ValueError):
@@ -214,10 +215,10 @@ def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputF
         passable = estimate.looks_like_background(rgb_planes(content))
         passable[rgb.height - box[1] :] = True  # beyond the image edge all is background
         passable[:, rgb.width - box[0] :] = True
-        alpha = refine_alpha(passable, cells, f)
+        alpha = refine_alpha(passable, cells, f, shallow=estimate.kind == "smooth")
     alpha_image = Image.frombuffer("L", content.size, np.ascontiguousarray(alpha), "raw", "L", 0, 1)
     tight = alpha_image.getbbox()
-    kind: BackgroundKind = "texture" if estimate.colour is None else "estimated"
+    kind: BackgroundKind = "estimated" if estimate.kind == "colour" else estimate.kind
     facts = InputFacts(False, kind, np.count_nonzero(mask) / mask.size, estimate.colour)
     content.putalpha(alpha_image)  # our own copy: RGB becomes RGBA in place
     return (content.crop(tight) if tight else None), facts

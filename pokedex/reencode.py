@@ -43,6 +43,25 @@ def flatten(sprite: Image.Image, colour: tuple[int, int, int]) -> Image.Image:
     return composite(sprite, Image.new("RGB", sprite.size, colour)).convert("RGB")
 
 
+def photo(size: tuple[int, int], rng: np.random.Generator, *, noise: float = 4.0) -> Image.Image:
+    """An out-of-focus photo (RGB): a smooth field of random colours (a 6×6 grid blown up bicubically) plus
+    gaussian grain of ``noise`` levels."""
+    grid = Image.fromarray(rng.integers(0, 256, size=(6, 6, 3)).astype(np.uint8), mode="RGB")
+    smooth = np.asarray(grid.resize(size, Image.Resampling.BICUBIC), dtype=np.float64)
+    pixels = smooth + rng.normal(0.0, noise, size=smooth.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="RGB")
+
+
+def on_photo(sprite: Image.Image, canvas: float, rng: np.random.Generator) -> Image.Image:
+    """The sprite at a random place on an out-of-focus ``photo`` ``canvas`` times its size (RGB): a photo
+    is larger than what is in it, and the preprocessing finds the sprite by the background around it."""
+    width, height = max(sprite.width, round(sprite.width * canvas)), max(sprite.height, round(sprite.height * canvas))
+    x, y = int(rng.integers(0, width - sprite.width + 1)), int(rng.integers(0, height - sprite.height + 1))
+    placed = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    placed.paste(sprite.convert("RGBA"), (x, y))
+    return composite(placed, photo((width, height), rng)).convert("RGB")
+
+
 def thumbnail(sprite: Image.Image, factor: float) -> Image.Image:
     """A thumbnail blown back up: down by ``factor`` (Lanczos), up to the original size (bicubic), RGBA."""
     rgba = sprite.convert("RGBA")

@@ -114,7 +114,7 @@ def test_preprocessing_recovers_the_clean_sprite(suite: dict[str, Condition], na
 
 def test_a_photo_like_background_is_smooth_unlike_noise(suite: dict[str, Condition]) -> None:
     """busy_photo is an out-of-focus photo, not per-pixel texture: neighbouring background pixels differ by a few
-    levels (busy_noise: by far more), so the preprocessing mostly keeps such pictures whole."""
+    levels (busy_noise: by far more), so the preprocessing removes it as a smooth background, not as texture."""
     image = sprite()
     background = np.asarray(image)[..., 3] == 0
 
@@ -126,10 +126,12 @@ def test_a_photo_like_background_is_smooth_unlike_noise(suite: dict[str, Conditi
     assert roughness("busy_photo") < 20 < 60 < roughness("busy_noise")
 
 
-@pytest.mark.parametrize("name", ["busy_noise", "busy_gradient"])
-def test_busy_backgrounds_are_removed(suite: dict[str, Condition], name: str) -> None:
-    """Preprocessing v3 removes per-pixel texture around flat content; a chance flat speck of the gradient's grain
-    next to the outline can survive, so the typical upload is judged (eight seeds), not every one."""
+@pytest.mark.parametrize(("name", "worst"), [("busy_noise", 0.85), ("busy_gradient", 0.85), ("busy_photo", 0.7)])
+def test_busy_backgrounds_are_removed(suite: dict[str, Condition], name: str, worst: float) -> None:
+    """Preprocessing v3 removes per-pixel texture around flat content, v5 a smooth background up to the outline.
+    A chance flat speck of the gradient's grain next to the outline can survive, and where a photo is as dark as
+    the outline, the outline goes with it (one of these eight seeds): the typical upload is judged, and the
+    worst one loosely."""
     image = sprite()
     clean = image_to_array(image, SIZE)
     mask = clean[3] > 0
@@ -138,7 +140,21 @@ def test_busy_backgrounds_are_removed(suite: dict[str, Condition], name: str) ->
         array = bytes_to_array(upload(suite[name], image, 0, key), SIZE)
         diffs.append(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
         overlaps.append(((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum())
-    assert np.median(diffs) < 1.0 and np.median(overlaps) > 0.99 and min(overlaps) > 0.85, (diffs, overlaps)
+    assert np.median(diffs) < 1.0 and np.median(overlaps) > 0.99 and min(overlaps) > worst, (diffs, overlaps)
+
+
+def test_a_jpeg_photo_is_removed_up_to_its_ringing(suite: dict[str, Condition]) -> None:
+    """JPEG rings around the outline and bleeds the photo's colours into the sprite's edge: the silhouette is
+    found, but not exactly, and the edge colours are off (on white, jpeg75 differs by 9 levels; here up to 24)."""
+    image = sprite()
+    clean = image_to_array(image, SIZE)
+    mask = clean[3] > 0
+    diffs, overlaps = [], []
+    for key in "abcdefgh":
+        array = bytes_to_array(upload(suite["busy_photo_jpeg"], image, 0, key), SIZE)
+        diffs.append(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
+        overlaps.append(((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum())
+    assert np.median(diffs) < 20 and np.median(overlaps) > 0.9 and min(overlaps) > 0.85, (diffs, overlaps)
 
 
 def test_conditions_are_checked_when_built() -> None:

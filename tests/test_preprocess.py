@@ -26,7 +26,7 @@ from pokedex.preprocess import (
     image_to_canonical,
     open_image,
 )
-from tests.helpers.images import encode, png_header_only
+from tests.helpers.images import encode, flatten, foreground_diff, make_sprite, png_header_only
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "1"])
@@ -114,7 +114,7 @@ def test_normalize_matches_spec_for_uint8_and_unit_float() -> None:
 def test_spec_round_trips_and_validates() -> None:
     spec = PreprocessSpec(image_size=64, mean=(0.1, 0.2, 0.3, 0.4))
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
-    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 4
+    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 5
     legacy = {k: v for k, v in spec.to_dict().items() if k != "preprocess_version"}
     assert PreprocessSpec.from_dict(legacy).preprocess_version == 1  # written before versioning
     with pytest.raises(ValueError, match="one value per RGBA channel"):
@@ -122,28 +122,6 @@ def test_spec_round_trips_and_validates() -> None:
 
 
 # --- content finding and background estimation (preprocess version 2) -------------------------------------
-
-
-def make_sprite(body: tuple[int, int, int] = (90, 160, 220), size: int = 64) -> Image.Image:
-    """A sprite-like RGBA picture: binary alpha, a 2-px dark outline, a light eye, centred-ish on transparency."""
-    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((12, 8, 52, 58), fill=(*body, 255), outline=(40, 40, 40, 255), width=2)
-    draw.rectangle((24, 22, 28, 26), fill=(250, 250, 250, 255))
-    return image
-
-
-def flatten(sprite: Image.Image, colour: tuple[int, int, int], size: int | None = None, at=(0, 0)) -> Image.Image:
-    """What an upload looks like: the sprite composited onto an opaque colour, alpha dropped."""
-    canvas = Image.new("RGBA", (size or sprite.width, size or sprite.height), (*colour, 255))
-    canvas.alpha_composite(sprite, at)
-    return canvas.convert("RGB")
-
-
-def foreground_diff(array: np.ndarray, clean: np.ndarray) -> float:
-    """Mean absolute RGB difference over the clean sprite's foreground."""
-    mask = clean[3] > 0
-    return float(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
 
 
 def test_placement_margins_and_scale_do_not_matter() -> None:
@@ -268,16 +246,6 @@ def test_textured_background_is_removed(side: int, style: str) -> None:
     assert facts.background == "texture" and facts.background_colour is None and not facts.had_transparency
     iou = ((array[3] > 0) & (clean[3] > 0)).sum() / ((array[3] > 0) | (clean[3] > 0)).sum()
     assert iou > 0.95 and foreground_diff(array, clean) < 6
-
-
-def test_photo_like_border_keeps_the_image_opaque() -> None:
-    """Neither one colour nor per-pixel texture (a smooth photo-like field): nothing to remove, the model copes."""
-    smooth = np.random.default_rng(0).integers(0, 256, (12, 12, 3), dtype=np.uint8)
-    photo = Image.fromarray(smooth).resize((300, 200), Image.Resampling.BICUBIC)
-    photo.paste(flatten(make_sprite(), (255, 255, 255)), (40, 40))
-    array, facts = image_to_canonical(photo, 48)
-    assert facts == InputFacts(had_transparency=False, background="none", foreground_fraction=1.0)
-    assert (array[3, 8:40] == 255).all()
 
 
 def test_flat_finds_lines_and_areas_not_noise() -> None:

@@ -14,6 +14,7 @@ from pokedex.data.cache import ensure_cache
 from pokedex.data.reupload import Reupload, ReuploadDataset
 from pokedex.evaluation.conditions import flatten, resample
 from pokedex.preprocess import bytes_to_array, image_to_array
+from pokedex.reencode import encode, on_photo
 
 SIZE = 64
 
@@ -41,7 +42,7 @@ def upload_of(sprite: np.ndarray, colour: str, fmt: str = "PNG", quality: int | 
 @pytest.mark.parametrize("colour", ["white", "black"])
 def test_a_reupload_is_what_serving_computes_for_that_upload(colour: str) -> None:
     sprite = outlined_sprite()
-    out = Reupload(p=1.0, colours={colour: 1.0}, jpeg_p=0.0)(sprite, np.random.default_rng(0))
+    out = Reupload(p=1.0, backgrounds={colour: 1.0}, jpeg_p=0.0)(sprite, np.random.default_rng(0))
     assert np.array_equal(out, bytes_to_array(upload_of(sprite, colour), SIZE))
 
 
@@ -52,7 +53,7 @@ def test_on_black_a_dark_outline_survives_only_a_crisp_lossless_upload() -> None
     both ways. On white the outline always stays."""
 
     def reupload(sprite: np.ndarray, colour: str, jpeg_p: float) -> np.ndarray:
-        return Reupload(p=1.0, colours={colour: 1.0}, jpeg_p=jpeg_p, jpeg_quality=(90, 90))(
+        return Reupload(p=1.0, backgrounds={colour: 1.0}, jpeg_p=jpeg_p, jpeg_quality=(90, 90))(
             sprite, np.random.default_rng(0)
         )
 
@@ -71,11 +72,11 @@ def test_on_black_a_dark_outline_survives_only_a_crisp_lossless_upload() -> None
 
 def test_jpeg_reuploads_carry_real_compression_artefacts() -> None:
     sprite = outlined_sprite()
-    reupload = Reupload(p=1.0, colours={"white": 1.0}, jpeg_p=1.0, jpeg_quality=(30, 30))
+    reupload = Reupload(p=1.0, backgrounds={"white": 1.0}, jpeg_p=1.0, jpeg_quality=(30, 30))
     out = reupload(sprite, np.random.default_rng(0))
     assert np.array_equal(out, bytes_to_array(upload_of(sprite, "white", "JPEG", quality=30), SIZE))
     assert not np.array_equal(
-        out, Reupload(p=1.0, colours={"white": 1.0}, jpeg_p=0.0)(sprite, np.random.default_rng(0))
+        out, Reupload(p=1.0, backgrounds={"white": 1.0}, jpeg_p=0.0)(sprite, np.random.default_rng(0))
     )
 
 
@@ -88,9 +89,25 @@ def test_a_thumbnail_reupload_is_what_serving_computes_for_a_blown_up_thumbnail(
     assert np.abs(out.astype(int) - sprite).mean() > 1  # soft edges, lost detail
 
 
+def test_a_photo_reupload_is_what_serving_computes_for_that_upload() -> None:
+    """The sprite somewhere on an out-of-focus photo larger than itself (``reencode.on_photo``, the suite's
+    busy_photo): the preprocessing removes the photo and finds the sprite again."""
+    sprite = outlined_sprite()
+    out = Reupload(p=1.0, backgrounds={"photo": 1.0}, jpeg_p=0.0, photo_canvas=(1.5, 1.5))(
+        sprite, np.random.default_rng(0)
+    )
+    rng = np.random.default_rng(0)
+    rng.choice(1, p=[1.0])  # the background draw
+    canvas = rng.uniform(1.5, 1.5)
+    rgba = Image.fromarray(sprite.transpose(1, 2, 0), mode="RGBA")
+    assert np.array_equal(out, bytes_to_array(encode(on_photo(rgba, canvas, rng)), SIZE))
+    found, true = out[3] > 0, sprite[3] > 0
+    assert (found & true).sum() / (found | true).sum() > 0.9
+
+
 def test_a_p_share_of_the_batch_is_reuploaded_reproducibly() -> None:
     batch = np.stack([outlined_sprite()] * 400)
-    reupload = Reupload(p=0.3, colours={"black": 1.0}, jpeg_p=0.0)
+    reupload = Reupload(p=0.3, backgrounds={"black": 1.0}, jpeg_p=0.0)
     first, second = batch.copy(), batch.copy()
     reupload.apply(first, np.random.default_rng(7))
     reupload.apply(second, np.random.default_rng(7))
@@ -104,9 +121,10 @@ def test_a_p_share_of_the_batch_is_reuploaded_reproducibly() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"colours": {"purple": 1.0}}, "colours"), ({"colours": {"white": -1.0}}, "colours"),
+    [({"backgrounds": {"purple": 1.0}}, "backgrounds"), ({"backgrounds": {"white": -1.0}}, "backgrounds"),
      ({"jpeg_quality": (50, 100)}, "jpeg_quality"), ({"jpeg_quality": (80, 40)}, "jpeg_quality"),
-     ({"thumbnail_p": 1.5}, "thumbnail_p"), ({"thumbnail_scale": (0.0, 0.5)}, "thumbnail_p")],
+     ({"thumbnail_p": 1.5}, "thumbnail_p"), ({"thumbnail_scale": (0.0, 0.5)}, "thumbnail_p"),
+     ({"photo_canvas": (0.5, 2.0)}, "photo_canvas")],
 )  # fmt: skip
 def test_bad_settings_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"data.reupload.{field}"):

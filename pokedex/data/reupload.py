@@ -22,29 +22,31 @@ from torch.utils.data import Dataset
 
 from pokedex.data.datasets import PerProcessHandle
 from pokedex.preprocess import image_to_array
-from pokedex.reencode import NAMED_COLOURS, encode, flatten, solid_colour, thumbnail
+from pokedex.reencode import NAMED_COLOURS, encode, flatten, on_photo, solid_colour, thumbnail
 
-COLOURS = (*NAMED_COLOURS, "random")  # the names solid_colour knows
+BACKGROUNDS = (*NAMED_COLOURS, "random", "photo")  # the colours solid_colour knows, and an out-of-focus photo
 
 
 @dataclass
 class Reupload:
     """With probability ``p``: either (``thumbnail_p`` of them) shrink the canonical RGBA image by a factor drawn
-    from ``thumbnail_scale`` and blow it back up, or flatten it onto a colour (``colours``: weights of white,
-    black and a uniformly random colour) and JPEG-compress it with probability ``jpeg_p`` at a quality drawn
-    from ``jpeg_quality``; then preprocess the result as an upload."""
+    from ``thumbnail_scale`` and blow it back up, or flatten it onto a background (``backgrounds``: weights of
+    white, black, a uniformly random colour and an out-of-focus photo ``photo_canvas`` times the sprite's size)
+    and JPEG-compress it with probability ``jpeg_p`` at a quality drawn from ``jpeg_quality``; then preprocess
+    the result as an upload."""
 
     p: float = 0.0
-    colours: Mapping[str, float] = field(default_factory=lambda: {"white": 0.4, "black": 0.3, "random": 0.3})
+    backgrounds: Mapping[str, float] = field(default_factory=lambda: {"white": 0.4, "black": 0.3, "random": 0.3})
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
     thumbnail_p: float = 0.0
     thumbnail_scale: tuple[float, float] = (0.35, 0.7)  # of the canonical size: the suite's 1/3 of a ~100 px sprite
+    photo_canvas: tuple[float, float] = (1.25, 2.0)  # the suite's busy_photo: a ~60-90 px sprite on 128 px
 
     def __post_init__(self) -> None:
-        unknown = set(self.colours) - set(COLOURS)
-        if unknown or not self.colours or min(self.colours.values()) < 0 or sum(self.colours.values()) <= 0:
-            raise ValueError(f"data.reupload.colours: non-negative weights of {COLOURS}, got {dict(self.colours)}")
+        weights = dict(self.backgrounds)
+        if set(weights) - set(BACKGROUNDS) or not weights or min(weights.values()) < 0 or sum(weights.values()) <= 0:
+            raise ValueError(f"data.reupload.backgrounds: non-negative weights of {BACKGROUNDS}, got {weights}")
         low, high = self.jpeg_quality
         if not 1 <= low <= high <= 95:
             raise ValueError(f"data.reupload.jpeg_quality: [low, high] within 1..95, got {list(self.jpeg_quality)}")
@@ -54,17 +56,22 @@ class Reupload:
                 "data.reupload.thumbnail_p within 0..1 and thumbnail_scale [low, high] within (0, 1], got "
                 f"{self.thumbnail_p} and {list(self.thumbnail_scale)}"
             )
-        names = list(self.colours)
-        weights = np.array([self.colours[n] for n in names], dtype=np.float64)
-        self._names, self._weights = names, weights / weights.sum()
+        low, high = self.photo_canvas
+        if not 1 <= low <= high:
+            raise ValueError(f"data.reupload.photo_canvas: [low, high] with 1 <= low <= high, got {[low, high]}")
+        self._names = list(weights)
+        self._weights = np.array(list(weights.values()), dtype=np.float64) / sum(weights.values())
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """(4, S, S) uint8 canonical RGBA → the same sprite as the preprocessing sees its re-upload."""
         sprite = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGBA")
         if self.thumbnail_p and rng.random() < self.thumbnail_p:
             return image_to_array(thumbnail(sprite, float(rng.uniform(*self.thumbnail_scale))), image.shape[-1])
-        colour = solid_colour(self._names[int(rng.choice(len(self._names), p=self._weights))], rng)
-        upload = flatten(sprite, colour)
+        background = self._names[int(rng.choice(len(self._names), p=self._weights))]
+        if background == "photo":
+            upload = on_photo(sprite, float(rng.uniform(*self.photo_canvas)), rng)
+        else:
+            upload = flatten(sprite, solid_colour(background, rng))
         if rng.random() < self.jpeg_p:
             quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
             upload = Image.open(io.BytesIO(encode(upload, "JPEG", quality)))

@@ -60,11 +60,19 @@ def flatten(
     return reencode.encode(flat.convert("RGBA") if keep_alpha_channel else flat, fmt, quality)
 
 
-def busy(sprite: Image.Image, rng: np.random.Generator, *, style: str = "noise", noise: float = 24.0) -> bytes:
+def busy(
+    sprite: Image.Image,
+    rng: np.random.Generator,
+    *,
+    style: str = "noise",
+    noise: float = 24.0,
+    fmt: str = "PNG",
+    quality: int | None = None,
+) -> bytes:
     """The sprite on a busy background, no uniform border: uniform per-pixel noise; a gradient between two random
     colours plus gaussian grain of ``noise`` levels; or a ``photo``: a smooth field of random colours (a 6×6 grid
-    blown up bicubically, like an out-of-focus photo) plus grain. The preprocessing removes per-pixel texture
-    around the sprite, and keeps a smooth picture whole."""
+    blown up bicubically, like an out-of-focus photo) plus grain. Saved as ``fmt`` (a photo is usually a JPEG).
+    The preprocessing removes per-pixel texture, and a smooth background up to the content's outline."""
     height, width = sprite.height, sprite.width
     if style == "noise":
         pixels = rng.integers(0, 256, size=(height, width, 3)).astype(np.float64)
@@ -73,13 +81,12 @@ def busy(sprite: Image.Image, rng: np.random.Generator, *, style: str = "noise",
         ramp = (np.arange(width, dtype=np.float64) / max(1, width - 1))[None, :, None]
         pixels = start + (end - start) * ramp + rng.normal(0.0, noise, size=(height, width, 3))
     elif style == "photo":
-        grid = Image.fromarray(rng.integers(0, 256, size=(6, 6, 3)).astype(np.uint8), mode="RGB")
-        smooth = np.asarray(grid.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
-        pixels = smooth + rng.normal(0.0, noise, size=(height, width, 3))
+        background = reencode.photo((width, height), rng, noise=noise)
+        return reencode.encode(reencode.composite(sprite, background).convert("RGB"), fmt, quality)
     else:
         raise ValueError(f"busy: style must be 'noise', 'gradient' or 'photo', got {style!r}")
     background = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="RGB")
-    return reencode.encode(reencode.composite(sprite, background).convert("RGB"))
+    return reencode.encode(reencode.composite(sprite, background).convert("RGB"), fmt, quality)
 
 
 def placed(

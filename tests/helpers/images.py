@@ -1,4 +1,5 @@
-"""The one set of test-image builders: small PNGs of a coloured square, any format, and decompression bombs."""
+"""The one set of test-image builders: small PNGs of a coloured square, any format, decompression bombs, and a
+sprite-like picture with an outline (flattened onto a colour as people upload it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import struct
 import zlib
 from typing import Any
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageDraw
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kwargs: Any) -> bytes:
@@ -37,3 +39,25 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def make_sprite(body: tuple[int, int, int] = (90, 160, 220), size: int = 64) -> Image.Image:
+    """A sprite-like RGBA picture: binary alpha, a 2-px dark outline, a light eye, centred-ish on transparency."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((12, 8, 52, 58), fill=(*body, 255), outline=(40, 40, 40, 255), width=2)
+    draw.rectangle((24, 22, 28, 26), fill=(250, 250, 250, 255))
+    return image
+
+
+def flatten(sprite: Image.Image, colour: tuple[int, int, int], size: int | None = None, at=(0, 0)) -> Image.Image:
+    """What an upload looks like: the sprite composited onto an opaque colour, alpha dropped."""
+    canvas = Image.new("RGBA", (size or sprite.width, size or sprite.height), (*colour, 255))
+    canvas.alpha_composite(sprite, at)
+    return canvas.convert("RGB")
+
+
+def foreground_diff(array: np.ndarray, clean: np.ndarray) -> float:
+    """Mean absolute RGB difference over the clean sprite's foreground."""
+    mask = clean[3] > 0
+    return float(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
