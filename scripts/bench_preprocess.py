@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from pokedex.background import estimate_background  # noqa: E402
 from pokedex.preprocess import _content_from_estimate, _to_rgb, image_to_array  # noqa: E402
+from pokedex.reencode import photo  # noqa: E402
 
 
 def sprite(size: int) -> Image.Image:
@@ -45,7 +46,8 @@ def sprite(size: int) -> Image.Image:
 
 
 def cases(size: int) -> dict[str, Image.Image]:
-    """The uploads to time: on white (PNG and JPEG q75), on noise (a textured border, removed), with real alpha."""
+    """The uploads to time: on white (PNG and JPEG q75), on noise (a textured border, removed), on an out-of-focus
+    photo (a smooth border, removed), with real alpha."""
     rgba = sprite(size)
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     white.alpha_composite(rgba)
@@ -54,10 +56,12 @@ def cases(size: int) -> dict[str, Image.Image]:
     on_white.save(buffer, format="JPEG", quality=75)
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).convert("RGBA")
     noise.alpha_composite(rgba)
+    backdrop = photo(rgba.size, np.random.default_rng(0)).convert("RGBA")
     return {
         "sprite on white (RGB)": on_white,
         "sprite on white (JPEG q75)": Image.open(buffer),
         "sprite on noise (RGB)": noise.convert("RGB"),
+        "sprite on photo (RGB)": Image.alpha_composite(backdrop, rgba).convert("RGB"),
         "sprite with alpha (RGBA)": rgba,
     }
 
