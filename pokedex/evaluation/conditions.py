@@ -74,18 +74,18 @@ def busy(
     blown up bicubically, like an out-of-focus photo) plus grain. Saved as ``fmt`` (a photo is usually a JPEG).
     The preprocessing removes per-pixel texture, and a smooth background up to the content's outline."""
     height, width = sprite.height, sprite.width
-    if style == "noise":
-        pixels = rng.integers(0, 256, size=(height, width, 3)).astype(np.float64)
-    elif style == "gradient":
-        start, end = rng.integers(0, 256, size=(2, 3)).astype(np.float64)
-        ramp = (np.arange(width, dtype=np.float64) / max(1, width - 1))[None, :, None]
-        pixels = start + (end - start) * ramp + rng.normal(0.0, noise, size=(height, width, 3))
-    elif style == "photo":
+    if style == "photo":
         background = reencode.photo((width, height), rng, noise=noise)
-        return reencode.encode(reencode.composite(sprite, background).convert("RGB"), fmt, quality)
+    elif style in ("noise", "gradient"):
+        if style == "noise":
+            pixels = rng.integers(0, 256, size=(height, width, 3)).astype(np.float64)
+        else:
+            start, end = rng.integers(0, 256, size=(2, 3)).astype(np.float64)
+            ramp = (np.arange(width, dtype=np.float64) / max(1, width - 1))[None, :, None]
+            pixels = start + (end - start) * ramp + rng.normal(0.0, noise, size=(height, width, 3))
+        background = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="RGB")
     else:
         raise ValueError(f"busy: style must be 'noise', 'gradient' or 'photo', got {style!r}")
-    background = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), mode="RGB")
     return reencode.encode(reencode.composite(sprite, background).convert("RGB"), fmt, quality)
 
 
