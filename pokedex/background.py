@@ -120,48 +120,50 @@ def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> in
     return EXACT_TOLERANCE if distinct <= PALETTE_COLOURS else BACKGROUND_TOLERANCE
 
 
-def _flat(planes: Sequence[np.ndarray]) -> np.ndarray:
-    """Pixels with an 8-neighbour of nearly their colour (``FLAT_TOLERANCE``): drawn content, not texture.
+_RIGHT, _DOWN = (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])  # (pixel, its neighbour)
+_DIAGONALS = (np.s_[:-1, :-1], np.s_[1:, 1:]), (np.s_[:-1, 1:], np.s_[1:, :-1])  # down-right, down-left
 
-    Pixel art and cartoons are flat areas and 1-px lines (a diagonal line's pixels touch at corners); per-pixel
-    noise rarely repeats a colour next to itself, and a tight tolerance keeps such chance pairs, which would glue
-    noise to an outline, rare. uint8 wrap-around: ``a - b + t <= 2t`` is ``|a - b| <= t``.
+
+def _close_pairs(planes: Sequence[np.ndarray], pairs: Sequence[tuple], tolerance: int) -> list[np.ndarray]:
+    """Per (pixel, neighbour) slice pair: every channel of the two within ``tolerance``.
+
+    uint8 wrap-around: ``a - b + t <= 2t`` is ``|a - b| <= t``, with no int16 copies.
     """
-    flat = np.zeros(planes[0].shape, dtype=bool)
-    t = np.uint8(FLAT_TOLERANCE)
-    pairs = (  # (this pixel, its neighbour) for the right, down, down-right and down-left neighbours
-        (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :]),
-        (np.s_[:-1, :-1], np.s_[1:, 1:]), (np.s_[:-1, 1:], np.s_[1:, :-1]),
-    )  # fmt: skip
+    t = np.uint8(tolerance)
+    closes = []
     for here, there in pairs:
         same = None
         for plane in planes:
             close = (plane[here] - plane[there] + t) <= 2 * t
             same = close if same is None else np.logical_and(same, close, out=same)
+        closes.append(same)
+    return closes
+
+
+def _flat(planes: Sequence[np.ndarray]) -> np.ndarray:
+    """Pixels with an 8-neighbour of nearly their colour (``FLAT_TOLERANCE``): drawn content, not texture.
+
+    Pixel art and cartoons are flat areas and 1-px lines (a diagonal line's pixels touch at corners); per-pixel
+    noise rarely repeats a colour next to itself, and a tight tolerance keeps such chance pairs, which would glue
+    noise to an outline, rare.
+    """
+    flat = np.zeros(planes[0].shape, dtype=bool)
+    pairs = (_RIGHT, _DOWN, *_DIAGONALS)
+    for (here, there), same in zip(pairs, _close_pairs(planes, pairs, FLAT_TOLERANCE), strict=True):
         flat[here] |= same
         flat[there] |= same
     return flat
 
 
-_RIGHT, _DOWN = (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])  # (pixel, its neighbour)
-
-
 def _steps(planes: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Edge pixels (a step above ``EDGE_STEP`` in some channel to a 4-neighbour: both sides of it), and per
-    neighbour pair (right, down) whether the two are close. uint8 wrap-around: ``a - b + t > 2t`` is ``|a - b| > t``.
-    """
+    neighbour pair (right, down) whether the two are close."""
     edge = np.zeros(planes[0].shape, dtype=bool)
-    t = np.uint8(EDGE_STEP)
-    closes = []
-    for here, there in (_RIGHT, _DOWN):
-        step = None
-        for plane in planes:
-            far = (plane[here] - plane[there] + t) > 2 * t
-            step = far if step is None else np.logical_or(step, far, out=step)
-        assert step is not None
+    closes = _close_pairs(planes, (_RIGHT, _DOWN), EDGE_STEP)
+    for (here, there), close in zip((_RIGHT, _DOWN), closes, strict=True):
+        step = ~close
         edge[here] |= step
         edge[there] |= step
-        closes.append(~step)
     return edge, closes
 
 
@@ -182,6 +184,11 @@ def _grow(background: np.ndarray, closes: list[np.ndarray]) -> np.ndarray:
             grown[there] |= close & background[here]
         background = grown
     return background
+
+
+def _mostly(cells: np.ndarray) -> bool:
+    """At least ``BORDER_UNIFORMITY`` of these (border) cells are True: enough of the border to go by."""
+    return np.count_nonzero(cells) / cells.size >= BORDER_UNIFORMITY
 
 
 def _background_regions(passable: np.ndarray, share: float = 0.0) -> np.ndarray:
@@ -219,20 +226,18 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     border = _border(rgb)  # full resolution: averaging would make noise look uniform
     red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
     colour = (red, green, blue)
-    if np.count_nonzero(_similar(border.T, colour, BORDER_TOLERANCE)) / len(border) >= BORDER_UNIFORMITY:
+    if _mostly(_similar(border.T, colour, BORDER_TOLERANCE)):
         tolerance = _tolerance(sample, colour)
         averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
         foreground = _keep_blobs(~_background_regions(_similar(averaged, colour, tolerance)))
         return BackgroundEstimate(foreground if foreground.any() else None, factor, colour, tolerance)
     rough = ~_flat(sample)
-    rough_border = _edges(rough)
-    if np.count_nonzero(rough_border) / rough_border.size >= BORDER_UNIFORMITY:
+    if _mostly(_edges(rough)):
         foreground = _keep_blobs(~_background_regions(rough), share=0.05)
         return BackgroundEstimate(foreground if foreground.any() else None, factor, None, kind="texture")
     averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
     edge, closes = _steps(averaged)
-    smooth_border = _edges(~edge)
-    if np.count_nonzero(smooth_border) / smooth_border.size < BORDER_UNIFORMITY:
+    if not _mostly(_edges(~edge)):
         return BackgroundEstimate(None, factor, None, kind="smooth")  # busy at every scale: keep it whole
     foreground = _keep_blobs(~_smooth_background(edge, closes), share=0.05)
     return BackgroundEstimate(foreground if foreground.any() else None, factor, None, kind="smooth")
