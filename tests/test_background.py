@@ -11,13 +11,7 @@ from PIL import Image
 
 from pokedex.preprocess import InputFacts, image_to_array, image_to_canonical
 from pokedex.reencode import on_photo, photo
-from tests.helpers.images import encode, flatten, foreground_diff, make_sprite
-
-
-def iou(array: np.ndarray, clean: np.ndarray) -> float:
-    """Overlap of the canonical alphas (the content found, at the place and scale the fit gives it)."""
-    found, true = array[3] > 0, clean[3] > 0
-    return float((found & true).sum() / (found | true).sum())
+from tests.helpers.images import alpha_iou, encode, flatten, foreground_diff, make_sprite
 
 
 @pytest.mark.parametrize(
@@ -34,7 +28,7 @@ def test_a_smooth_background_is_removed_up_to_the_outline(side: int, fmt: str, o
         upload = on_photo(sprite, 2.0, np.random.default_rng(seed))
         array, facts = image_to_canonical(Image.open(io.BytesIO(encode(upload, fmt, quality=90))), 48)
         assert facts.background == "smooth" and facts.background_colour is None and not facts.had_transparency
-        assert iou(array, clean) > overlap and foreground_diff(array, clean) < diff, seed
+        assert alpha_iou(array, clean) > overlap and foreground_diff(array, clean) < diff, seed
 
 
 def test_a_sprite_touching_the_border_keeps_its_inside() -> None:
@@ -45,7 +39,7 @@ def test_a_sprite_touching_the_border_keeps_its_inside() -> None:
     background = photo(sprite.size, np.random.default_rng(0))
     upload = Image.alpha_composite(background.convert("RGBA"), sprite).convert("RGB")
     array, facts = image_to_canonical(upload, 48)
-    assert facts.background == "smooth" and iou(array, clean) > 0.9
+    assert facts.background == "smooth" and alpha_iou(array, clean) > 0.9
 
 
 def test_a_photo_around_a_pasted_screenshot_goes_and_the_screenshot_stays() -> None:

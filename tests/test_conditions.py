@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from pokedex.evaluation.conditions import KINDS, Condition, Suite, condition_rng
 from pokedex.preprocess import bytes_to_array, image_to_array
+from tests.helpers.images import alpha_iou, foreground_diff
 
 SUITE = Path(__file__).resolve().parents[1] / "conf" / "suite" / "default.yaml"
 SIZE = 64
@@ -106,9 +107,7 @@ def test_preprocessing_recovers_the_clean_sprite(suite: dict[str, Condition], na
     image = sprite()
     clean = image_to_array(image, SIZE)
     array = bytes_to_array(upload(suite[name], image, 0, "k"), SIZE)
-    mask = clean[3] > 0
-    diff = np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean()
-    overlap = ((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum()
+    diff, overlap = foreground_diff(array, clean), alpha_iou(array, clean)
     assert diff <= tolerance and overlap > (0.85 if name == "corner_half" else 0.95), (name, diff, overlap)
 
 
@@ -126,34 +125,29 @@ def test_a_photo_like_background_is_smooth_unlike_noise(suite: dict[str, Conditi
     assert roughness("busy_photo") < 20 < 60 < roughness("busy_noise")
 
 
+def eight_uploads(condition: Condition) -> tuple[list[float], list[float]]:
+    """The preprocessed uploads of eight seeds (image keys) against the clean sprite: colour difference over its
+    foreground, and overlap of the alphas."""
+    image = sprite()
+    clean = image_to_array(image, SIZE)
+    arrays = [bytes_to_array(upload(condition, image, 0, key), SIZE) for key in "abcdefgh"]
+    return [foreground_diff(a, clean) for a in arrays], [alpha_iou(a, clean) for a in arrays]
+
+
 @pytest.mark.parametrize(("name", "worst"), [("busy_noise", 0.85), ("busy_gradient", 0.85), ("busy_photo", 0.7)])
 def test_busy_backgrounds_are_removed(suite: dict[str, Condition], name: str, worst: float) -> None:
     """Preprocessing v3 removes per-pixel texture around flat content, v5 a smooth background up to the outline.
     A chance flat speck of the gradient's grain next to the outline can survive, and where a photo is as dark as
     the outline, the outline goes with it (one of these eight seeds): the typical upload is judged, and the
     worst one loosely."""
-    image = sprite()
-    clean = image_to_array(image, SIZE)
-    mask = clean[3] > 0
-    diffs, overlaps = [], []
-    for key in "abcdefgh":
-        array = bytes_to_array(upload(suite[name], image, 0, key), SIZE)
-        diffs.append(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
-        overlaps.append(((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum())
+    diffs, overlaps = eight_uploads(suite[name])
     assert np.median(diffs) < 1.0 and np.median(overlaps) > 0.99 and min(overlaps) > worst, (diffs, overlaps)
 
 
 def test_a_jpeg_photo_is_removed_up_to_its_ringing(suite: dict[str, Condition]) -> None:
     """JPEG rings around the outline and bleeds the photo's colours into the sprite's edge: the silhouette is
     found, but not exactly, and the edge colours are off (on white, jpeg75 differs by 9 levels; here up to 24)."""
-    image = sprite()
-    clean = image_to_array(image, SIZE)
-    mask = clean[3] > 0
-    diffs, overlaps = [], []
-    for key in "abcdefgh":
-        array = bytes_to_array(upload(suite["busy_photo_jpeg"], image, 0, key), SIZE)
-        diffs.append(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
-        overlaps.append(((array[3] > 0) & mask).sum() / ((array[3] > 0) | mask).sum())
+    diffs, overlaps = eight_uploads(suite["busy_photo_jpeg"])
     assert np.median(diffs) < 20 and np.median(overlaps) > 0.9 and min(overlaps) > 0.85, (diffs, overlaps)
 
 

@@ -26,7 +26,7 @@ from pokedex.preprocess import (
     image_to_canonical,
     open_image,
 )
-from tests.helpers.images import encode, flatten, foreground_diff, make_sprite, png_header_only
+from tests.helpers.images import alpha_iou, encode, flatten, foreground_diff, make_sprite, png_header_only
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I", "F", "1"])
@@ -209,7 +209,7 @@ def test_jpeg_on_white_finds_the_content_box_within_a_few_pixels() -> None:
     assert max(abs(a - b) for a, b in zip(found, true_box, strict=True)) <= 4
     array, facts = image_to_canonical(decoded, 64)
     clean = image_to_array(big, 64)
-    iou = ((array[3] > 0) & (clean[3] > 0)).sum() / ((array[3] > 0) | (clean[3] > 0)).sum()
+    iou = alpha_iou(array, clean)
     assert facts.background == "estimated" and iou > 0.9 and foreground_diff(array, clean) < 8
 
 
@@ -244,7 +244,7 @@ def test_textured_background_is_removed(side: int, style: str) -> None:
     clean = image_to_array(sprite, 48)
     array, facts = image_to_canonical(on_texture(sprite, side, style), 48)
     assert facts.background == "texture" and facts.background_colour is None and not facts.had_transparency
-    iou = ((array[3] > 0) & (clean[3] > 0)).sum() / ((array[3] > 0) | (clean[3] > 0)).sum()
+    iou = alpha_iou(array, clean)
     assert iou > 0.95 and foreground_diff(array, clean) < 6
 
 

@@ -61,3 +61,9 @@ def foreground_diff(array: np.ndarray, clean: np.ndarray) -> float:
     """Mean absolute RGB difference over the clean sprite's foreground."""
     mask = clean[3] > 0
     return float(np.abs(array[:3].astype(int) - clean[:3].astype(int))[:, mask].mean())
+
+
+def alpha_iou(array: np.ndarray, clean: np.ndarray) -> float:
+    """Overlap of two canonical alphas: the content found, at the place and scale the fit gives it."""
+    found, true = array[3] > 0, clean[3] > 0
+    return float((found & true).sum() / (found | true).sum())
