@@ -29,6 +29,9 @@ EDGE_STEP = 32  # a larger per-channel step to a 4-neighbour is an edge (a drawn
 SEED_SHARE = 0.25  # smooth backgrounds: regions touching the border less than this share of the longest contact
 # (a sprite's outline where it touches the border) are not background
 RINGS = 2  # smooth backgrounds: rings of edge pixels next to the background that still join it (_grow)
+HOLE_OUTLINE = 0.8  # a rim pixel at least this share of the outline's distance from the background colour is outline
+HOLE_RIM = 0.75  # an enclosed region of the background colour is a hole when this share of its rim is outline
+HOLE_CONTRAST = 96  # ... and only when the outline stands out from the background (not a dark outline on black)
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
 
 
@@ -201,6 +204,58 @@ def _background_regions(passable: np.ndarray, share: float = 0.0) -> np.ndarray:
     return background.take(labels)
 
 
+def _colour_background(planes: Sequence[np.ndarray], colour: tuple[int, int, int], tolerance: int) -> np.ndarray:
+    """The regions of the background colour that touch the border, and the enclosed ones that are holes.
+
+    An enclosed region may be a hole (between a tail and a body) or content of the background's colour (a white
+    belly). A hole is ringed by the same dark outline as the outside (``_holes``); a belly by its shading.
+    """
+    labels, count = _label(_similar(planes, colour, tolerance), 4)
+    outside = np.zeros(count + 1, dtype=bool)
+    outside[_edges(labels)] = True
+    outside[0] = False
+    if count and not outside[1:].all():  # some region is enclosed
+        outside |= _holes(planes, colour, labels, outside)
+    return outside.take(labels)
+
+
+def _holes(
+    planes: Sequence[np.ndarray], colour: tuple[int, int, int], labels: np.ndarray, outside: np.ndarray
+) -> np.ndarray:
+    """Per label: an enclosed region (of ``SPECK_CELLS`` cells or more) most of whose rim (``HOLE_RIM``) is as
+    dark as the outline of the outside, which is the median darkness of the outside's rim.
+
+    Sprites are drawn with dark outlines. Only when the outline stands out from the background
+    (``HOLE_CONTRAST``): on black, outline and black content look alike, and both ring holes and content.
+    """
+    neighbour = np.zeros_like(labels)  # the largest label among a pixel's 4-neighbours
+    np.maximum(neighbour[1:], labels[:-1], out=neighbour[1:])
+    np.maximum(neighbour[:-1], labels[1:], out=neighbour[:-1])
+    np.maximum(neighbour[:, 1:], labels[:, :-1], out=neighbour[:, 1:])
+    np.maximum(neighbour[:, :-1], labels[:, 1:], out=neighbour[:, :-1])
+    rim = (labels == 0) & (neighbour > 0)
+    region, dark = neighbour[rim], _darkness([plane[rim] for plane in planes], colour)
+    outline = dark[outside[region]]
+    if outline.size == 0 or np.median(outline) < HOLE_CONTRAST:
+        return np.zeros_like(outside)
+    ringed = np.bincount(region, weights=dark >= HOLE_OUTLINE * np.median(outline), minlength=outside.size)
+    rims = np.bincount(region, minlength=outside.size)
+    sizes = np.bincount(labels.ravel(), minlength=outside.size)
+    return (ringed >= HOLE_RIM * rims) & (rims > 0) & (sizes >= SPECK_CELLS) & ~outside
+
+
+def _darkness(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.ndarray:
+    """Per pixel of R, G, B ``planes`` (uint8): how much darker than ``colour`` in its most darkened channel (0:
+    not darker). A dark outline on a light background is dark; shading and pale colours much less so."""
+    out = None
+    for plane, c in zip(planes, colour, strict=True):
+        level = np.uint8(c)
+        dark = level - np.minimum(plane, level)
+        out = dark if out is None else np.maximum(out, dark, out=out)
+    assert out is not None
+    return out
+
+
 def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     """Find the background of an opaque image: a uniform colour, texture, or a smooth photo, from the border.
 
@@ -229,7 +284,7 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     if _mostly(_similar(border.T, colour, BORDER_TOLERANCE)):
         tolerance = _tolerance(sample, colour)
         averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
-        foreground = _keep_blobs(~_background_regions(_similar(averaged, colour, tolerance)))
+        foreground = _keep_blobs(~_colour_background(averaged, colour, tolerance))
         return BackgroundEstimate(foreground if foreground.any() else None, factor, colour, tolerance)
     rough = ~_flat(sample)
     if _mostly(_edges(rough)):

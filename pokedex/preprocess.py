@@ -47,9 +47,9 @@ from pokedex.background import estimate_background, refine_alpha, rgb_planes
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PREPROCESS_VERSION = 5  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
+PREPROCESS_VERSION = 6  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
 # 3: exact background colour for lossless pictures, textured backgrounds removed; 4: binary alpha; 5: smooth
-# (photo-like) backgrounds removed up to the content's outline
+# (photo-like) backgrounds removed up to the content's outline; 6: holes ringed by the outline removed too
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 
 BackgroundKind = Literal["alpha", "estimated", "texture", "smooth", "none"]

@@ -114,7 +114,7 @@ def test_normalize_matches_spec_for_uint8_and_unit_float() -> None:
 def test_spec_round_trips_and_validates() -> None:
     spec = PreprocessSpec(image_size=64, mean=(0.1, 0.2, 0.3, 0.4))
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
-    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 5
+    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 6
     legacy = {k: v for k, v in spec.to_dict().items() if k != "preprocess_version"}
     assert PreprocessSpec.from_dict(legacy).preprocess_version == 1  # written before versioning
     with pytest.raises(ValueError, match="one value per RGBA channel"):
@@ -179,6 +179,44 @@ def test_white_pokemon_on_white_keeps_its_enclosed_belly() -> None:
     array, facts = image_to_canonical(flatten(sprite, (255, 255, 255)), 64)
     assert facts.background == "estimated"
     assert np.array_equal(array[3], clean[3]) and foreground_diff(array, clean) == 0
+
+
+def _ring(hole: tuple[int, int, int, int], rim: tuple[int, int, int, int]) -> Image.Image:
+    """A ring-shaped sprite: a dark outline around a blue body around ``hole``, which ``rim`` surrounds."""
+    image = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((4, 4, 59, 59), fill=(90, 160, 220, 255), outline=(40, 40, 40, 255), width=2)
+    draw.ellipse((20, 20, 43, 43), fill=hole, outline=rim, width=2)
+    return image
+
+
+@pytest.mark.parametrize(("fmt", "overlap"), [("PNG", 1.0), ("JPEG", 0.97)])
+def test_a_hole_in_a_sprite_on_white_is_background(fmt: str, overlap: float) -> None:
+    """The white seen through a hole is ringed by the same dark outline as the outside: background, not a belly."""
+    sprite = _ring(hole=(0, 0, 0, 0), rim=(40, 40, 40, 255))
+    upload = Image.open(io.BytesIO(encode(flatten(sprite, (255, 255, 255)), fmt, quality=75)))
+    array, facts = image_to_canonical(upload, 64)
+    assert facts.background == "estimated"
+    assert alpha_iou(array, image_to_array(sprite, 64)) >= overlap
+    assert array[3, 32, 32] == 0  # the hole's centre
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_white_belly_ringed_by_shading_is_content(fmt: str) -> None:
+    """Exactly the background's white, but ringed by light shading rather than the outline: content."""
+    sprite = _ring(hole=(255, 255, 255, 255), rim=(200, 200, 210, 255))
+    upload = Image.open(io.BytesIO(encode(flatten(sprite, (255, 255, 255)), fmt, quality=75)))
+    array = image_to_array(upload, 64)
+    assert alpha_iou(array, image_to_array(sprite, 64)) > 0.97 and array[3, 32, 32] == 255
+
+
+def test_black_content_on_black_is_kept() -> None:
+    """On black the dark outline is as dark as the background, so it tells holes from content no better than
+    black pupils ringed by white: enclosed regions of the background colour stay content, as before."""
+    sprite = _ring(hole=(0, 0, 0, 255), rim=(250, 250, 250, 255))
+    array, facts = image_to_canonical(flatten(sprite, (0, 0, 0)), 64)
+    assert facts.background == "estimated"
+    assert np.array_equal(array[3], image_to_array(sprite, 64)[3])
 
 
 def test_opaque_rgba_goes_through_background_estimation() -> None:
