@@ -20,6 +20,8 @@ from PIL import Image
 
 ANALYSIS_SIZE = 128  # background estimation runs on a box-averaged copy at most this big (speed)
 BACKGROUND_TOLERANCE = 44  # max per-channel difference from the border colour of a lossy picture (JPEG q50 ringing)
+JPEG_TOLERANCE = 16  # the same for a JPEG of the finest quantisation; coarser ones get more (jpeg_tolerance)
+HALO_TOLERANCE = 88  # lossy pictures: a pixel this close to the border colour, next to a background one, is too
 EXACT_TOLERANCE = 4  # the same for a lossless picture: a dark outline on black is content, not background
 PALETTE_COLOURS = 8  # at most this many distinct colours between the two tolerances: a lossless fill (_tolerance)
 BORDER_UNIFORMITY = 0.7  # share of border pixels that must match the border colour (or be texture) to estimate
@@ -55,6 +57,39 @@ class BackgroundEstimate(NamedTuple):
             return ~_steps(planes)[0]
         assert self.colour is not None
         return _similar(planes, self.colour, self.tolerance)
+
+    @property
+    def lossy(self) -> bool:
+        """A lossy picture (JPEG) on a colour: its background needs a halo ring (``with_halo``)."""
+        return self.kind == "colour" and self.tolerance > EXACT_TOLERANCE
+
+    def with_halo(self, planes: Sequence[np.ndarray], background: np.ndarray) -> np.ndarray:
+        """``background`` (bool, per pixel of R, G, B ``planes``) and, for a lossy picture on a colour, one more
+        ring of pixels within ``HALO_TOLERANCE``: the outer ring of ringing and colour bleed, which no tolerance
+        that keeps a pale sprite takes. One ring only, from the background itself: a chain of such pixels
+        (through a pale sprite's highlights) would leak into the content."""
+        if not self.lossy:
+            return background
+        assert self.colour is not None
+        ring = np.zeros_like(background)
+        ring[1:] |= background[:-1]
+        ring[:-1] |= background[1:]
+        ring[:, 1:] |= background[:, :-1]
+        ring[:, :-1] |= background[:, 1:]
+        return background | (ring & _similar(planes, self.colour, HALO_TOLERANCE))
+
+
+def jpeg_tolerance(image: Image.Image) -> int:
+    """How far a JPEG's background may stray from its colour: ``JPEG_TOLERANCE`` plus its mean luma quantisation
+    step, at most ``BACKGROUND_TOLERANCE`` (q95: 22, q90: 28, q85: 33, q75 and coarser: 44). Ringing grows with
+    the step, and a pale sprite within the loose tolerance of white would go with the background of a fine JPEG.
+    ``BACKGROUND_TOLERANCE`` for any other picture; pass the decoded image itself (a copy has no tables).
+    """
+    tables = getattr(image, "quantization", None)
+    if not tables or 0 not in tables:
+        return BACKGROUND_TOLERANCE
+    step = float(np.mean(tables[0]))
+    return int(min(BACKGROUND_TOLERANCE, round(JPEG_TOLERANCE + step)))
 
 
 def _similar(
@@ -108,8 +143,9 @@ def _keep_blobs(foreground: np.ndarray, share: float = 0.0) -> np.ndarray:
     return (sizes >= max(SPECK_CELLS, share * sizes.max())).take(labels)
 
 
-def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> int:
-    """How far background pixels may stray from the border colour: ``EXACT_TOLERANCE`` for a lossless fill.
+def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int], lossy: int) -> int:
+    """How far background pixels may stray from the border colour: ``EXACT_TOLERANCE`` for a lossless fill,
+    ``lossy`` otherwise.
 
     Between the exact and the loose tolerance lie either a few palette colours of a lossless picture (a dark
     outline on black, a pale belly on white: content) or the ringing of a lossy one, hundreds of distinct
@@ -120,7 +156,7 @@ def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> in
     between = np.logical_and(loose, ~_similar(planes, colour, EXACT_TOLERANCE), out=loose)
     red, green, blue = (plane[between].astype(np.uint32) for plane in planes)
     distinct = np.unique((red << 16) | (green << 8) | blue).size
-    return EXACT_TOLERANCE if distinct <= PALETTE_COLOURS else BACKGROUND_TOLERANCE
+    return EXACT_TOLERANCE if distinct <= PALETTE_COLOURS else lossy
 
 
 _RIGHT, _DOWN = (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])  # (pixel, its neighbour)
@@ -204,13 +240,13 @@ def _background_regions(passable: np.ndarray, share: float = 0.0) -> np.ndarray:
     return background.take(labels)
 
 
-def _colour_background(planes: Sequence[np.ndarray], colour: tuple[int, int, int], tolerance: int) -> np.ndarray:
+def _colour_background(planes: Sequence[np.ndarray], colour: tuple[int, int, int], passable: np.ndarray) -> np.ndarray:
     """The regions of the background colour that touch the border, and the enclosed ones that are holes.
 
     An enclosed region may be a hole (between a tail and a body) or content of the background's colour (a white
     belly). A hole is ringed by the same dark outline as the outside (``_holes``); a belly by its shading.
     """
-    labels, count = _label(_similar(planes, colour, tolerance), 4)
+    labels, count = _label(passable, 4)
     outside = np.zeros(count + 1, dtype=bool)
     outside[_edges(labels)] = True
     outside[0] = False
@@ -256,7 +292,7 @@ def _darkness(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.
     return out
 
 
-def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
+def estimate_background(rgb: Image.Image, lossy: int = BACKGROUND_TOLERANCE) -> BackgroundEstimate:
     """Find the background of an opaque image: a uniform colour, texture, or a smooth photo, from the border.
 
     Uniform: the border colour is the per-channel median of the image's outermost pixels, and at least
@@ -282,10 +318,14 @@ def estimate_background(rgb: Image.Image) -> BackgroundEstimate:
     red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
     colour = (red, green, blue)
     if _mostly(_similar(border.T, colour, BORDER_TOLERANCE)):
-        tolerance = _tolerance(sample, colour)
+        tolerance = _tolerance(sample, colour, lossy)
         averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
-        foreground = _keep_blobs(~_colour_background(averaged, colour, tolerance))
-        return BackgroundEstimate(foreground if foreground.any() else None, factor, colour, tolerance)
+        estimate = BackgroundEstimate(None, factor, colour, tolerance)
+        background = _colour_background(averaged, colour, _similar(averaged, colour, tolerance))
+        if factor == 1:  # the halo is per pixel: a box-averaged cell across the outline would take its pixels too
+            background = estimate.with_halo(averaged, background)
+        foreground = _keep_blobs(~background)
+        return estimate._replace(foreground=foreground if foreground.any() else None)
     rough = ~_flat(sample)
     if _mostly(_edges(rough)):
         foreground = _keep_blobs(~_background_regions(rough), share=0.05)

@@ -43,13 +43,14 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from pokedex.background import estimate_background, refine_alpha, rgb_planes
+from pokedex.background import BACKGROUND_TOLERANCE, estimate_background, jpeg_tolerance, refine_alpha, rgb_planes
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PREPROCESS_VERSION = 6  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
+PREPROCESS_VERSION = 7  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
 # 3: exact background colour for lossless pictures, textured backgrounds removed; 4: binary alpha; 5: smooth
-# (photo-like) backgrounds removed up to the content's outline; 6: holes ringed by the outline removed too
+# (photo-like) backgrounds removed up to the content's outline; 6: holes ringed by the outline removed too;
+# 7: a JPEG's tolerance follows its quantisation, plus a halo ring
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 
 BackgroundKind = Literal["alpha", "estimated", "texture", "smooth", "none"]
@@ -196,12 +197,15 @@ def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Im
     return rgba.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)), facts
 
 
-def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputFacts]:
+def _content_from_estimate(
+    rgb: Image.Image, lossy: int = BACKGROUND_TOLERANCE
+) -> tuple[Image.Image | None, InputFacts]:
     """Opaque image: remove the estimated background (alpha 0) and crop to what is left (RGBA).
 
     A busy border or a flat picture comes back whole and opaque (RGB: ``_fit`` pastes it with alpha 255).
+    ``lossy``: the background tolerance if the picture is lossy (``jpeg_tolerance``).
     """
-    estimate = estimate_background(rgb)
+    estimate = estimate_background(rgb, lossy)
     if estimate.foreground is None:
         return rgb, InputFacts(False, "none", 1.0, estimate.colour)
     mask, f = estimate.foreground, estimate.factor
@@ -212,10 +216,13 @@ def _content_from_estimate(rgb: Image.Image) -> tuple[Image.Image | None, InputF
     if f == 1:
         alpha = cells.view(np.uint8) * np.uint8(255)
     else:
-        passable = estimate.looks_like_background(rgb_planes(content))
+        planes = rgb_planes(content)
+        passable = estimate.looks_like_background(planes)
         passable[rgb.height - box[1] :] = True  # beyond the image edge all is background
         passable[:, rgb.width - box[0] :] = True
         alpha = refine_alpha(passable, cells, f, shallow=estimate.kind == "smooth")
+        if estimate.lossy:
+            alpha[estimate.with_halo(planes, alpha == 0)] = 0
     alpha_image = Image.frombuffer("L", content.size, np.ascontiguousarray(alpha), "raw", "L", 0, 1)
     tight = alpha_image.getbbox()
     kind: BackgroundKind = "estimated" if estimate.kind == "colour" else estimate.kind
@@ -260,6 +267,7 @@ def _solid(alpha: np.ndarray) -> np.ndarray:
 
 def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = True) -> tuple[np.ndarray, InputFacts]:
     """THE preprocessing function, with its by-products: (canonical uint8 RGBA array (4, S, S), InputFacts)."""
+    lossy = jpeg_tolerance(image)  # before any copy: only the decoded JPEG carries its tables
     oriented = ImageOps.exif_transpose(image) if image.format == "JPEG" else image
     rgb = oriented
     if "A" in oriented.mode or "transparency" in oriented.info:  # only these modes can carry transparency
@@ -269,7 +277,7 @@ def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = T
             content, facts = _content_from_alpha(rgba, alpha)
             return _fit(content, image_size, upscale), facts
         rgb = rgba.convert("RGB")
-    content, facts = _content_from_estimate(_to_rgb(rgb))
+    content, facts = _content_from_estimate(_to_rgb(rgb), lossy)
     return _fit(content, image_size, upscale), facts
 
 
