@@ -31,7 +31,7 @@ EDGE_STEP = 32  # a larger per-channel step to a 4-neighbour is an edge (a drawn
 SEED_SHARE = 0.25  # smooth backgrounds: regions touching the border less than this share of the longest contact
 # (a sprite's outline where it touches the border) are not background
 RINGS = 2  # smooth backgrounds: rings of edge pixels next to the background that still join it (_grow)
-HOLE_OUTLINE = 0.8  # a rim pixel at least this share of the outline's distance from the background colour is outline
+HOLE_OUTLINE = 0.8  # a rim pixel at least this share as dark (against the background) as the outline is outline
 HOLE_RIM = 0.75  # an enclosed region of the background colour is a hole when this share of its rim is outline
 HOLE_CONTRAST = 96  # ... and only when the outline stands out from the background (not a dark outline on black)
 SPECK_CELLS = 4  # content blobs smaller than this many analysis cells are noise (dithering, JPEG mosquitoes)
@@ -143,9 +143,9 @@ def _keep_blobs(foreground: np.ndarray, share: float = 0.0) -> np.ndarray:
     return (sizes >= max(SPECK_CELLS, share * sizes.max())).take(labels)
 
 
-def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int], lossy: int) -> int:
+def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int], lossy_tolerance: int) -> int:
     """How far background pixels may stray from the border colour: ``EXACT_TOLERANCE`` for a lossless fill,
-    ``lossy`` otherwise.
+    ``lossy_tolerance`` otherwise.
 
     Between the exact and the loose tolerance lie either a few palette colours of a lossless picture (a dark
     outline on black, a pale belly on white: content) or the ringing of a lossy one, hundreds of distinct
@@ -156,7 +156,7 @@ def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int], lossy
     between = np.logical_and(loose, ~_similar(planes, colour, EXACT_TOLERANCE), out=loose)
     red, green, blue = (plane[between].astype(np.uint32) for plane in planes)
     distinct = np.unique((red << 16) | (green << 8) | blue).size
-    return EXACT_TOLERANCE if distinct <= PALETTE_COLOURS else lossy
+    return EXACT_TOLERANCE if distinct <= PALETTE_COLOURS else lossy_tolerance
 
 
 _RIGHT, _DOWN = (np.s_[:, :-1], np.s_[:, 1:]), (np.s_[:-1, :], np.s_[1:, :])  # (pixel, its neighbour)
@@ -272,9 +272,10 @@ def _holes(
     rim = (labels == 0) & (neighbour > 0)
     region, dark = neighbour[rim], _darkness([plane[rim] for plane in planes], colour)
     outline = dark[outside[region]]
-    if outline.size == 0 or np.median(outline) < HOLE_CONTRAST:
+    level = float(np.median(outline)) if outline.size else 0.0
+    if level < HOLE_CONTRAST:
         return np.zeros_like(outside)
-    ringed = np.bincount(region, weights=dark >= HOLE_OUTLINE * np.median(outline), minlength=outside.size)
+    ringed = np.bincount(region, weights=dark >= HOLE_OUTLINE * level, minlength=outside.size)
     rims = np.bincount(region, minlength=outside.size)
     sizes = np.bincount(labels.ravel(), minlength=outside.size)
     return (ringed >= HOLE_RIM * rims) & (rims > 0) & (sizes >= SPECK_CELLS) & ~outside
@@ -292,14 +293,15 @@ def _darkness(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.
     return out
 
 
-def estimate_background(rgb: Image.Image, lossy: int = BACKGROUND_TOLERANCE) -> BackgroundEstimate:
+def estimate_background(rgb: Image.Image, lossy_tolerance: int = BACKGROUND_TOLERANCE) -> BackgroundEstimate:
     """Find the background of an opaque image: a uniform colour, texture, or a smooth photo, from the border.
 
     Uniform: the border colour is the per-channel median of the image's outermost pixels, and at least
     ``BORDER_UNIFORMITY`` of them match it. Then, on a box-averaged copy of at most ``ANALYSIS_SIZE`` px (fast;
     JPEG noise averages out), every region of matching colour (``_tolerance``) that touches the border
     (C connected-component labelling, 4-connected) is background. Matching regions *enclosed* by content (a
-    white Pokémon's belly behind its outline) stay content.
+    white Pokémon's belly behind its outline) stay content, unless they are holes (``_holes``). A lossy picture's
+    tolerance is ``lossy_tolerance`` (``jpeg_tolerance``), and a halo ring joins its background (``with_halo``).
 
     Texture: otherwise, if as much of the border is per-pixel texture (``_flat`` finds no neighbour of its
     colour: noise, grain), the texture connected to the border is background, found on a nearest-neighbour copy
@@ -318,7 +320,7 @@ def estimate_background(rgb: Image.Image, lossy: int = BACKGROUND_TOLERANCE) -> 
     red, green, blue = np.median(border, axis=0).round().astype(int).tolist()
     colour = (red, green, blue)
     if _mostly(_similar(border.T, colour, BORDER_TOLERANCE)):
-        tolerance = _tolerance(sample, colour, lossy)
+        tolerance = _tolerance(sample, colour, lossy_tolerance)
         averaged = sample if factor == 1 else rgb_planes(rgb.reduce(factor))
         estimate = BackgroundEstimate(None, factor, colour, tolerance)
         background = _colour_background(averaged, colour, _similar(averaged, colour, tolerance))

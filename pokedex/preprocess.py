@@ -198,14 +198,14 @@ def _content_from_alpha(rgba: Image.Image, alpha: Image.Image) -> tuple[Image.Im
 
 
 def _content_from_estimate(
-    rgb: Image.Image, lossy: int = BACKGROUND_TOLERANCE
+    rgb: Image.Image, lossy_tolerance: int = BACKGROUND_TOLERANCE
 ) -> tuple[Image.Image | None, InputFacts]:
     """Opaque image: remove the estimated background (alpha 0) and crop to what is left (RGBA).
 
     A busy border or a flat picture comes back whole and opaque (RGB: ``_fit`` pastes it with alpha 255).
-    ``lossy``: the background tolerance if the picture is lossy (``jpeg_tolerance``).
+    ``lossy_tolerance``: the background tolerance if the picture is lossy (``jpeg_tolerance``).
     """
-    estimate = estimate_background(rgb, lossy)
+    estimate = estimate_background(rgb, lossy_tolerance)
     if estimate.foreground is None:
         return rgb, InputFacts(False, "none", 1.0, estimate.colour)
     mask, f = estimate.foreground, estimate.factor
@@ -267,7 +267,7 @@ def _solid(alpha: np.ndarray) -> np.ndarray:
 
 def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = True) -> tuple[np.ndarray, InputFacts]:
     """THE preprocessing function, with its by-products: (canonical uint8 RGBA array (4, S, S), InputFacts)."""
-    lossy = jpeg_tolerance(image)  # before any copy: only the decoded JPEG carries its tables
+    lossy_tolerance = jpeg_tolerance(image)  # before any copy: only the decoded JPEG carries its tables
     oriented = ImageOps.exif_transpose(image) if image.format == "JPEG" else image
     rgb = oriented
     if "A" in oriented.mode or "transparency" in oriented.info:  # only these modes can carry transparency
@@ -277,7 +277,7 @@ def image_to_canonical(image: Image.Image, image_size: int, *, upscale: bool = T
             content, facts = _content_from_alpha(rgba, alpha)
             return _fit(content, image_size, upscale), facts
         rgb = rgba.convert("RGB")
-    content, facts = _content_from_estimate(_to_rgb(rgb), lossy)
+    content, facts = _content_from_estimate(_to_rgb(rgb), lossy_tolerance)
     return _fit(content, image_size, upscale), facts
 
 
