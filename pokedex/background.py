@@ -71,11 +71,7 @@ class BackgroundEstimate(NamedTuple):
         if not self.lossy:
             return background
         assert self.colour is not None
-        ring = np.zeros_like(background)
-        ring[1:] |= background[:-1]
-        ring[:-1] |= background[1:]
-        ring[:, 1:] |= background[:, :-1]
-        ring[:, :-1] |= background[:, 1:]
+        ring = _from_neighbours(background, np.logical_or)
         return background | (ring & _similar(planes, self.colour, HALO_TOLERANCE))
 
 
@@ -225,6 +221,17 @@ def _grow(background: np.ndarray, closes: list[np.ndarray]) -> np.ndarray:
     return background
 
 
+def _from_neighbours(grid: np.ndarray, combine: np.ufunc) -> np.ndarray:
+    """Per cell, its four neighbours' values combined (``np.logical_or``: next to a True; ``np.maximum``: the
+    largest label next to it); nothing comes from beyond the grid's edge."""
+    out = np.zeros_like(grid)
+    combine(out[1:], grid[:-1], out=out[1:])
+    combine(out[:-1], grid[1:], out=out[:-1])
+    combine(out[:, 1:], grid[:, :-1], out=out[:, 1:])
+    combine(out[:, :-1], grid[:, 1:], out=out[:, :-1])
+    return out
+
+
 def _mostly(cells: np.ndarray) -> bool:
     """At least ``BORDER_UNIFORMITY`` of these (border) cells are True: enough of the border to go by."""
     return np.count_nonzero(cells) / cells.size >= BORDER_UNIFORMITY
@@ -234,10 +241,15 @@ def _background_regions(passable: np.ndarray, share: float = 0.0) -> np.ndarray:
     """The cells of ``passable`` 4-connected to the border: enclosed ones (a white belly) stay content. With a
     ``share``, only the regions that touch the border along at least that share of the longest contact."""
     labels, count = _label(passable, 4)
+    return _touching_border(labels, count, share).take(labels)
+
+
+def _touching_border(labels: np.ndarray, count: int, share: float = 0.0) -> np.ndarray:
+    """Per label of a labelling of ``count`` regions: does it touch the border (along at least ``share`` of the
+    longest contact)? Label 0 (not a region) does not."""
     contact = np.bincount(_edges(labels), minlength=count + 1)
-    contact[0] = 0  # label 0 = not passable
-    background = contact >= max(1.0, share * contact.max())
-    return background.take(labels)
+    contact[0] = 0
+    return contact >= max(1.0, share * contact.max())
 
 
 def _colour_background(planes: Sequence[np.ndarray], colour: tuple[int, int, int], passable: np.ndarray) -> np.ndarray:
@@ -247,9 +259,7 @@ def _colour_background(planes: Sequence[np.ndarray], colour: tuple[int, int, int
     belly). A hole is ringed by the same dark outline as the outside (``_holes``); a belly by its shading.
     """
     labels, count = _label(passable, 4)
-    outside = np.zeros(count + 1, dtype=bool)
-    outside[_edges(labels)] = True
-    outside[0] = False
+    outside = _touching_border(labels, count)
     if count and not outside[1:].all():  # some region is enclosed
         outside |= _holes(planes, colour, labels, outside)
     return outside.take(labels)
@@ -264,11 +274,7 @@ def _holes(
     Sprites are drawn with dark outlines. Only when the outline stands out from the background
     (``HOLE_CONTRAST``): on black, outline and black content look alike, and both ring holes and content.
     """
-    neighbour = np.zeros_like(labels)  # the largest label among a pixel's 4-neighbours
-    np.maximum(neighbour[1:], labels[:-1], out=neighbour[1:])
-    np.maximum(neighbour[:-1], labels[1:], out=neighbour[:-1])
-    np.maximum(neighbour[:, 1:], labels[:, :-1], out=neighbour[:, 1:])
-    np.maximum(neighbour[:, :-1], labels[:, 1:], out=neighbour[:, :-1])
+    neighbour = _from_neighbours(labels, np.maximum)  # the largest label among a pixel's 4-neighbours
     rim = (labels == 0) & (neighbour > 0)
     region, dark = neighbour[rim], _darkness([plane[rim] for plane in planes], colour)
     outline = dark[outside[region]]
