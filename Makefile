@@ -97,6 +97,24 @@ docker-lint: $(STAMP) ## lint the Dockerfiles in docker/ with hadolint
 docker-test: $(STAMP) ## build the api, train and train-cuda images and test them end to end (scripts/docker_test.sh)
 	bash scripts/docker_test.sh
 
+# What a GPU image with torch, lightning, timm and torchmetrics lacks for training, as wheels for its Python 3.12
+# (x86-64), versions as pinned here; scripts/gpu_check.sh installs them into a temporary directory there.
+GPU_PYTHON ?= 3.12
+.PHONY: gpu-wheels
+gpu-wheels: $(BASE_STAMP) ## wheels for scripts/gpu_check.sh on a GPU machine (hydra-core, omegaconf, antlr4, cc3d) into .whl/
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir .whl \
+	  "antlr4-python3-runtime==$$($(PY) -m pip show antlr4-python3-runtime | sed -n 's/^Version: //p')"
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+	  $$(for p in hydra-core omegaconf connected-components-3d; do \
+	    echo "$$p==$$($(PY) -m pip show $$p | sed -n 's/^Version: //p')"; done)
+	@ls .whl
+
+.PHONY: gpu-check
+gpu-check: ## on a GPU machine: bench_train --device cuda and experiment=full in one run (scripts/gpu_check.sh)
+	bash scripts/gpu_check.sh $(ARGS)
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@

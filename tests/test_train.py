@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from pokedex.data.archive import read_index
 from pokedex.evaluate import evaluate
 from pokedex.model.backbone import PretrainedWeightsError, create_backbone
 from pokedex.model.checkpoint import load_classifier, read_checkpoint
@@ -48,6 +50,16 @@ def test_train_writes_self_describing_checkpoints(trained_run: Path, synthetic_z
         assert meta["preprocess"]["image_size"] == 32 and meta["preprocess"]["channels"] == "RGBA"
         assert meta["config"]["data"]["zip_path"] == str(synthetic_zip)
     assert (trained_run / "csv" / "metrics.csv").is_file()
+
+
+def test_train_logs_epoch_time_and_throughput(trained_run: Path, synthetic_zip: Path) -> None:
+    with (trained_run / "csv" / "metrics.csv").open() as f:
+        rows = [row for row in csv.DictReader(f) if row.get("time/epoch_s")]
+    assert len(rows) == 1  # one epoch, one row
+    seconds, rate = float(rows[0]["time/epoch_s"]), float(rows[0]["time/images_per_s"])
+    batch = read_checkpoint(trained_run / "checkpoints" / "last.ckpt")[CHECKPOINT_KEY]["config"]["data"]["batch_size"]
+    seen = len(read_index(synthetic_zip).split("train")) // batch * batch  # the last, partial batch is dropped
+    assert seconds > 0 and rate * seconds == pytest.approx(seen, rel=1e-3)
 
 
 def test_train_then_evaluate_round_trip(trained_run: Path, tmp_path: Path, hydra_config) -> None:

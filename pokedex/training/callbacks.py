@@ -1,7 +1,9 @@
-"""Lightning callbacks that log pictures (sample predictions, confusion matrix) where the logger can show them."""
+"""Lightning callbacks: pictures (sample predictions, confusion matrix) where the logger can show them, the best
+checkpoint as a W&B artifact, and each epoch's training time."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import lightning as L
@@ -99,3 +101,36 @@ class LogBestCheckpointArtifact(L.Callback):
                 )
                 artifact.add_file(best, name="best.ckpt")
                 lg.experiment.log_artifact(artifact, aliases=["best", "latest"])
+
+
+class EpochTimer(L.Callback):
+    """Log each training epoch's wall time and throughput (``time/epoch_s``, ``time/images_per_s``) with the
+    losses, in every logger: how fast a run trains is a result too, and on a GPU the figure a recipe is judged
+    by. The clock runs from the epoch's start to its last training batch (loading, augmentation and steps; not
+    validation), the device synchronised at both ends."""
+
+    def __init__(self) -> None:
+        self._start, self._end, self._images = 0.0, None, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        _synchronise(pl_module)
+        self._start, self._end, self._images = time.perf_counter(), None, 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._images += len(batch[1])
+        if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's last step may still be queued on the device
+            _synchronise(pl_module)
+        self._end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._end is None:  # no training batch ran
+            return
+        seconds = self._end - self._start
+        pl_module.log_dict({"time/epoch_s": seconds, "time/images_per_s": self._images / seconds}, sync_dist=True)
+
+
+def _synchronise(pl_module: L.LightningModule) -> None:
+    if pl_module.device.type == "cuda":
+        torch.cuda.synchronize(pl_module.device)
