@@ -107,10 +107,12 @@ class EpochTimer(L.Callback):
     """Log each training epoch's wall time and throughput (``time/epoch_s``, ``time/images_per_s``) with the
     losses, in every logger: how fast a run trains is a result too, and on a GPU the figure a recipe is judged
     by. The clock runs from the epoch's start to its last training batch (loading, augmentation and steps; not
-    validation), the device synchronised at both ends."""
+    validation), the device synchronised at both ends. Under DDP both are per process (the mean over processes).
+    """
 
     def __init__(self) -> None:
-        self._start, self._end, self._images = 0.0, None, 0
+        self._start, self._images = 0.0, 0
+        self._end: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronise(pl_module)
