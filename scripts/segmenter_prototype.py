@@ -8,7 +8,7 @@ sprites knows better where the sprite ends. This script measures that, without t
 reads the picture and the rule-based silhouette (``estimate_background``) and predicts the alpha; the silhouette
 it gives replaces the found one on the same pixels, as in ``segmentation_gap.py``.
 
-    python scripts/segmenter_prototype.py --steps 6000 --crop 96 --threads 2    # 32 min on 2 cores: 66.7%
+    python scripts/segmenter_prototype.py --steps 6000 --crop 96 --threads 2    # 20 min on 2 cores: 66.7%
 """
 
 from __future__ import annotations
