@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from suite_table import conditions, suite_order
+from suite_table import conditions, suite_order, within_five_points
 
 
 def epochs(path: Path) -> list[str]:
@@ -51,13 +51,11 @@ def accuracy(path: Path) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     suite = conditions(path)
-    clean = suite["clean"]["top1"]
-    within = 0
-    for name in suite_order(suite):
+    clean, names = suite["clean"]["top1"], suite_order(suite)
+    for name in names:
         top1 = suite[name]["top1"]
-        within += name != "clean" and clean - top1 <= 0.05
         lines.append(f"| `{name}` | {top1:.1%} | {suite[name]['top5']:.1%} | {100 * (top1 - clean):+.1f} |")
-    lines.append(f"\n{within} of {len(suite) - 1} conditions within 5 points of clean.")
+    lines.append(f"\n{within_five_points(suite, names)} of {len(names) - 1} conditions within 5 points of clean.")
     return lines
 
 

@@ -43,3 +43,18 @@ def test_summary_reports_epochs_suite_and_throughput(tmp_path: Path) -> None:
     assert "| `white` | 74.0% | 90.0% | -1.0 |" in text and "| `busy_photo_jpeg` | 60.0% | 80.0% | -15.0 |" in text
     assert "1 of 2 conditions within 5 points of clean." in text
     assert "| cache | 40,000 | 0.80 |" in text
+
+
+def test_summary_counts_a_drop_of_exactly_five_points_as_within(tmp_path: Path) -> None:
+    """The same count as scripts/suite_table.py (the README's table): 0.75 - 0.70 is 5 points, float noise aside."""
+    write_run(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    metrics["suite"]["conditions"]["jpeg50"] = {"top1": 0.70, "top5": 0.85, "images": 1000}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    text = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_summary.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "2 of 3 conditions within 5 points of clean." in text
