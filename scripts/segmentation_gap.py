@@ -26,13 +26,26 @@ from PIL import Image
 from pokedex.background import ANALYSIS_SIZE, estimate_background, jpeg_tolerance
 from pokedex.config import CONFIG_PATH
 from pokedex.data.archive import read_index
-from pokedex.evaluation.conditions import condition_rng
+from pokedex.evaluation.conditions import Suite, condition_rng
 from pokedex.evaluation.metrics import Evaluation
 from pokedex.evaluation.suite import load_sprites, spread_subset
 from pokedex.inference.loader import load_predictor
 from pokedex.preprocess import bytes_to_array, image_to_array
 
 VARIANTS = ("as found", "without kept background", "with lost sprite", "true silhouette")
+
+
+def load_suite() -> Suite:
+    """The robustness suite as ``conf/suite`` defines it (the conditions ``pokedex.evaluate`` scores)."""
+    with initialize_config_dir(str(CONFIG_PATH), version_base=None):
+        return instantiate(compose("evaluate", overrides=["ckpt_path=unused"]).suite)
+
+
+def found_silhouette(image: Image.Image, rgb: Image.Image) -> np.ndarray:
+    """The silhouette the preprocessing's rules find in an opaque picture (bool; all of it when they find none).
+    ``image`` is the decoded file (its JPEG tables set the tolerance), ``rgb`` the same picture as RGB."""
+    estimate = estimate_background(rgb, jpeg_tolerance(image))
+    return estimate.foreground if estimate.foreground is not None else np.ones(rgb.size[::-1], dtype=bool)
 
 
 def silhouettes(data: bytes, sprite: Image.Image, name: str) -> tuple[Image.Image, np.ndarray, np.ndarray]:
@@ -42,12 +55,12 @@ def silhouettes(data: bytes, sprite: Image.Image, name: str) -> tuple[Image.Imag
     opaque = image.mode in ("RGB", "L") or (image.mode == "RGBA" and image.getchannel("A").getextrema()[0] == 255)
     if not opaque or rgb.size != sprite.size or max(rgb.size) > ANALYSIS_SIZE:
         raise SystemExit(f"{name}: not an opaque upload of the sprite at its own size (<= {ANALYSIS_SIZE} px)")
-    estimate = estimate_background(rgb, jpeg_tolerance(image))
-    found = estimate.foreground if estimate.foreground is not None else np.ones(rgb.size[::-1], dtype=bool)
-    return rgb, found, np.asarray(sprite)[..., 3] > 0
+    return rgb, found_silhouette(image, rgb), np.asarray(sprite)[..., 3] > 0
 
 
 def with_alpha(rgb: Image.Image, alpha: np.ndarray, size: int) -> np.ndarray:
+    """The canonical array of ``rgb`` cut out by ``alpha`` (bool): a silhouette scored through the one
+    preprocessing path."""
     rgba = rgb.copy()
     rgba.putalpha(Image.fromarray(alpha.astype(np.uint8) * 255))
     return image_to_array(rgba, size)
@@ -61,8 +74,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=1000, help="test images, spread over the classes (as the suite)")
     args = parser.parse_args()
 
-    with initialize_config_dir(str(CONFIG_PATH), version_base=None):
-        suite = instantiate(compose("evaluate", overrides=["ckpt_path=unused"]).suite)
+    suite = load_suite()
     conditions = {c.name: c for c in suite.conditions}
     unknown = sorted(set(args.conditions) - set(conditions))
     if unknown:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,13 +26,18 @@ from PIL import Image
 from torch import nn
 
 from pokedex import reencode
-from pokedex.background import _keep_blobs, estimate_background, jpeg_tolerance
+from pokedex.background import _keep_blobs
 from pokedex.data.archive import read_index
-from pokedex.evaluation.conditions import busy, condition_rng
+from pokedex.evaluation.conditions import condition_rng
 from pokedex.evaluation.metrics import Evaluation
 from pokedex.evaluation.suite import load_sprites, spread_subset
 from pokedex.inference.loader import load_predictor
-from pokedex.preprocess import image_to_array
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from segmentation_gap import found_silhouette, load_suite, with_alpha
+
+PHOTO_CONDITIONS = ("busy_photo_jpeg", "busy_photo")  # conf/suite's sprites on an out-of-focus photo
 
 
 class Segmenter(nn.Module):
@@ -55,14 +62,6 @@ def inputs(pictures: np.ndarray, found: np.ndarray) -> torch.Tensor:
     return torch.cat([rgb, torch.from_numpy(found)[:, None].float()], 1) - 0.5
 
 
-def found_silhouette(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """(the picture as RGB, the silhouette the v7 rules find); the whole picture when they find none."""
-    rgb = image.convert("RGB")
-    estimate = estimate_background(rgb, jpeg_tolerance(image))
-    found = estimate.foreground if estimate.foreground is not None else np.ones(rgb.size[::-1], dtype=bool)
-    return np.array(rgb), found  # a writable copy: torch reads it without a warning
-
-
 def composites(zip_path: str, split: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sprites of ``split`` on fresh photos (grain 0-8), three quarters as JPEG q40-95 (mostly 4:2:0)."""
     members = spread_subset(read_index(zip_path).split(split), count)
@@ -76,8 +75,9 @@ def composites(zip_path: str, split: str, count: int, seed: int) -> tuple[np.nda
             quality, subsampling = int(rng.integers(40, 96)), int(rng.choice([0, 2, 2, 2]))
             image.save(buffer, "JPEG", quality=quality, subsampling=subsampling)
             image = Image.open(buffer)
-        rgb, rule = found_silhouette(image)
-        pictures.append(rgb), found.append(rule), truth.append(np.asarray(sprite)[..., 3] > 0)
+        rgb = image.convert("RGB")
+        pictures.append(np.asarray(rgb)), found.append(found_silhouette(image, rgb))
+        truth.append(np.asarray(sprite)[..., 3] > 0)
     return np.stack(pictures), np.stack(found), np.stack(truth)
 
 
@@ -107,27 +107,28 @@ def train(data: tuple[np.ndarray, ...], args: argparse.Namespace) -> Segmenter:
 
 def score(net: Segmenter, args: argparse.Namespace) -> None:
     """Top-1 of the default model on the suite's photo conditions: rule-based silhouette against the network's."""
+    suite = load_suite()
+    conditions = {c.name: c for c in suite.conditions}
     predictor = load_predictor(args.model, threads=args.threads)
     size = predictor.spec.image_size
     members = spread_subset(read_index(args.zip).split("test"), args.test_images)
     sprites, labels = load_sprites(args.zip, members), np.array([m.label for m in members])
     print(f"| condition | rules | kept | lost | network | kept | lost | ({len(members)} test images)")
-    for name, encoding in (("busy_photo_jpeg", {"fmt": "JPEG", "quality": 75}), ("busy_photo", {})):
+    for name in PHOTO_CONDITIONS:
         arrays: dict[str, list[np.ndarray]] = {"rules": [], "network": []}
         errors = {k: np.zeros(2) for k in arrays}
         sprite_pixels = 0
         for member, sprite in zip(members, sprites, strict=True):
-            data = busy(sprite, condition_rng(0, name, member.path), style="photo", noise=4.0, **encoding)
-            rgb, rule = found_silhouette(Image.open(io.BytesIO(data)))
+            image = Image.open(io.BytesIO(conditions[name](sprite, condition_rng(suite.seed, name, member.path))))
+            rgb = image.convert("RGB")
+            rule, pixels = found_silhouette(image, rgb), np.array(rgb)  # a writable copy: torch warns on a view
             with torch.no_grad():
-                learned = _keep_blobs(net(inputs(rgb[None], rule[None]))[0].numpy() > 0, share=0.05)  # as the rules
+                learned = _keep_blobs(net(inputs(pixels[None], rule[None]))[0].numpy() > 0, share=0.05)  # as the rules
             true = np.asarray(sprite)[..., 3] > 0
             sprite_pixels += np.count_nonzero(true)
             for key, mask in (("rules", rule), ("network", learned)):
                 errors[key] += (np.count_nonzero(mask & ~true), np.count_nonzero(true & ~mask))
-                rgba = Image.fromarray(rgb)
-                rgba.putalpha(Image.fromarray(mask.astype(np.uint8) * 255))
-                arrays[key].append(image_to_array(rgba, size))
+                arrays[key].append(with_alpha(rgb, mask, size))
         cells = []
         for key, batch in arrays.items():
             top1 = Evaluation(predictor.predict_arrays(np.stack(batch)), labels).top_k(1)
