@@ -111,6 +111,10 @@ gpu-wheels: $(BASE_STAMP) ## wheels for scripts/gpu_check.sh on a GPU machine (h
 	    echo "$$p==$$($(PY) -m pip show $$p | sed -n 's/^Version: //p')"; done)
 	@ls .whl
 
+.PHONY: segmenter
+segmenter: $(BASE_STAMP) ## retrain the learned segmentation of photos (~20 min on 2 cores; ARGS=--force to replace the shipped one)
+	$(PY) scripts/train_segmenter.py --out pokedex/assets/segmenter.onnx $(ARGS)
+
 .PHONY: gpu-check
 gpu-check: ## on a GPU machine: bench_train --device cuda and experiment=full in one run (scripts/gpu_check.sh)
 	bash scripts/gpu_check.sh $(ARGS)

@@ -4,8 +4,9 @@ content.
 
 ``estimate_background`` decides at analysis resolution (a copy of at most ``ANALYSIS_SIZE`` px) which cells are
 content; ``BackgroundEstimate.looks_like_background`` is the per-pixel test that ``refine_alpha`` then applies
-at full resolution inside the content box. Connected-component labelling runs in C (``cc3d``). No torch: the
-serving image has none.
+at full resolution inside the content box. On a smooth background (a photo) a small learned segmentation
+(``pokedex.segmenter``) then corrects the rules' silhouette. Connected-component labelling runs in C (``cc3d``).
+No torch: the serving image has none.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Literal, NamedTuple
 import cc3d
 import numpy as np
 from PIL import Image
+
+from pokedex.segmenter import refine
 
 ANALYSIS_SIZE = 128  # background estimation runs on a box-averaged copy at most this big (speed)
 BACKGROUND_TOLERANCE = 44  # max per-channel difference from the border colour of a lossy picture (JPEG q50 ringing)
@@ -137,6 +140,16 @@ def _keep_blobs(foreground: np.ndarray, share: float = 0.0) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0  # label 0 = not in the mask
     return (sizes >= max(SPECK_CELLS, share * sizes.max())).take(labels)
+
+
+def _overlapping(learned: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The blobs (8-connected) of ``learned`` that share a cell with ``found``: the learned segmentation moves
+    the rules' outline; it adds no content where they found none (a bright patch of photo can look like one)."""
+    labels, count = _label(learned, 8)
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[labels[found]] = True
+    keep[0] = False
+    return keep.take(labels)
 
 
 def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int], lossy_tolerance: int) -> int:
@@ -299,7 +312,9 @@ def _darkness(planes: Sequence[np.ndarray], colour: tuple[int, int, int]) -> np.
     return out
 
 
-def estimate_background(rgb: Image.Image, lossy_tolerance: int = BACKGROUND_TOLERANCE) -> BackgroundEstimate:
+def estimate_background(
+    rgb: Image.Image, lossy_tolerance: int = BACKGROUND_TOLERANCE, *, learned: bool = True
+) -> BackgroundEstimate:
     """Find the background of an opaque image: a uniform colour, texture, or a smooth photo, from the border.
 
     Uniform: the border colour is the per-channel median of the image's outermost pixels, and at least
@@ -315,8 +330,13 @@ def estimate_background(rgb: Image.Image, lossy_tolerance: int = BACKGROUND_TOLE
 
     Smooth: otherwise, if as much of the border has no edge (``_steps``: no step above ``EDGE_STEP`` to a
     4-neighbour, on the box-averaged copy), the smooth regions along the border are background
-    (``_smooth_background``): an out-of-focus photo ends where the content's outline begins. A border busy at
-    every scale, or no content left, gives ``foreground=None``: the picture is kept whole.
+    (``_smooth_background``): an out-of-focus photo ends where the content's outline begins. Then, in a
+    picture of at most ``ANALYSIS_SIZE`` px and unless ``learned=False`` (the network's own training input),
+    the learned segmentation (``pokedex.segmenter``) corrects that silhouette: on a JPEG of a photo the outline
+    is smeared, and edges alone keep or lose about 12% of the sprite. Larger pictures keep the rules' silhouette:
+    the network was trained at the sprites' own pixel scale, and on a box-averaged copy, where the smear is a
+    fraction of a cell, it trims the outline instead. A border busy at every scale, or no content left, gives
+    ``foreground=None``: the picture is kept whole.
     """
     rgb = rgb if rgb.mode == "RGB" else rgb.convert("RGB")
     factor = max(1, math.ceil(max(rgb.size) / ANALYSIS_SIZE))
@@ -343,6 +363,8 @@ def estimate_background(rgb: Image.Image, lossy_tolerance: int = BACKGROUND_TOLE
     if not _mostly(_edges(~edge)):
         return BackgroundEstimate(None, factor, None, kind="smooth")  # busy at every scale: keep it whole
     foreground = _keep_blobs(~_smooth_background(edge, closes), share=0.05)
+    if learned and factor == 1 and foreground.any():  # the network knows sprites at their own pixel scale
+        foreground = _keep_blobs(_overlapping(refine(averaged, foreground), foreground), share=0.05)
     return BackgroundEstimate(foreground if foreground.any() else None, factor, None, kind="smooth")
 
 

@@ -41,10 +41,11 @@ def load_suite() -> Suite:
         return instantiate(compose("evaluate", overrides=["ckpt_path=unused"]).suite)
 
 
-def found_silhouette(image: Image.Image, rgb: Image.Image) -> np.ndarray:
-    """The silhouette the preprocessing's rules find in an opaque picture (bool; all of it when they find none).
-    ``image`` is the decoded file (its JPEG tables set the tolerance), ``rgb`` the same picture as RGB."""
-    estimate = estimate_background(rgb, jpeg_tolerance(image))
+def found_silhouette(image: Image.Image, rgb: Image.Image, *, learned: bool = True) -> np.ndarray:
+    """The silhouette the preprocessing finds in an opaque picture (bool; all of it when it finds none), with
+    ``learned=False`` by its rules alone. ``image`` is the decoded file (its JPEG tables set the tolerance),
+    ``rgb`` the same picture as RGB."""
+    estimate = estimate_background(rgb, jpeg_tolerance(image), learned=learned)
     return estimate.foreground if estimate.foreground is not None else np.ones(rgb.size[::-1], dtype=bool)
 
 

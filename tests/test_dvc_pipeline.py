@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pokedex import segmenter
 from tests.helpers.hydra import REPO
 
 STAGES = ["fetch", "prepare", "train", "evaluate", "export"]
@@ -216,6 +217,9 @@ def _pokedex_imports(module: str) -> set[str]:
     return {m for m in seen if m.split(".")[0] == "pokedex"}
 
 
+PACKAGE_DATA = {"pokedex.segmenter": segmenter.SEGMENTER_FILE}  # files a module reads: its output depends on them
+
+
 @pytest.mark.parametrize("stage_name", list(STAGE_MODULES))
 def test_stage_code_deps_are_exactly_what_the_stage_imports(
     stage_name: str, dvc_yaml: dict[str, Any], params: dict[str, Any]
@@ -229,6 +233,7 @@ def test_stage_code_deps_are_exactly_what_the_stage_imports(
             if leaf.endswith("_target_") and str(value := lookup(subtree, leaf)).startswith("pokedex."):
                 modules |= _pokedex_imports(value.rsplit(".", 1)[0])
     expected = {_module_file(m).relative_to(REPO).as_posix() for m in modules if _module_file(m).name != "__init__.py"}
+    expected |= {f"pokedex/{data}" for module, data in PACKAGE_DATA.items() if module in modules}
     declared = {d for d in dvc_yaml["stages"][stage_name]["deps"] if d.startswith("pokedex/")}
     assert declared == expected
 

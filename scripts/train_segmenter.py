@@ -1,22 +1,27 @@
 #!/usr/bin/env python
-"""Prototype of a learned segmentation for sprites on photos: trains a small dilated CNN on train-split sprites and
-scores the default model with its silhouette on the suite's photo conditions.
+"""Train the learned segmentation that the preprocessing runs on pictures of a sprite on a photo
+(``pokedex/segmenter.py``), and export it as the ONNX file the package ships.
 
 Why: on a photo saved as JPEG the rule-based background removal keeps or loses about 12% of the sprite's pixels,
 and no edge rule gets below 11% (docs/robustness.md, "Where the suite still loses"). A network that has seen
-sprites knows better where the sprite ends. This script measures that, without touching the package: the network
-reads the picture and the rule-based silhouette (``estimate_background``) and predicts the alpha; the silhouette
-it gives replaces the found one on the same pixels, as in ``segmentation_gap.py``.
+sprites knows better where the sprite ends. It reads the picture and the rules' silhouette (``estimate_background``
+with ``learned=False``) and predicts the alpha. Train-split sprites only, on fresh photos, three quarters of them
+saved as JPEG; deterministic (seeded data, one torch seed), so a rerun gives the same weights.
 
-    python scripts/segmenter_prototype.py --steps 6000 --crop 96 --threads 2    # 20 min on 2 cores: 66.7%
+    python scripts/train_segmenter.py --out pokedex/assets/segmenter.onnx --force   # ~20 min on 2 cores
+
+New weights change the preprocessing's output: put the printed sha256 in ``pokedex.segmenter.SEGMENTER_SHA256``,
+bump ``PREPROCESS_VERSION`` and retrain (``make repro``); score with ``segmentation_gap.py`` and the suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +31,14 @@ from PIL import Image
 from torch import nn
 
 from pokedex import reencode
-from pokedex.background import _keep_blobs
 from pokedex.data.archive import read_index
-from pokedex.evaluation.conditions import condition_rng
-from pokedex.evaluation.metrics import Evaluation
 from pokedex.evaluation.suite import load_sprites, spread_subset
-from pokedex.inference.loader import load_predictor
+from pokedex.io import write_bytes_atomic
+from pokedex.segmenter import INPUT_NAME, OUTPUT_NAME
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from segmentation_gap import found_silhouette, load_suite, with_alpha
-
-PHOTO_CONDITIONS = ("busy_photo_jpeg", "busy_photo")  # conf/suite's sprites on an out-of-focus photo
+from segmentation_gap import found_silhouette
 
 
 class Segmenter(nn.Module):
@@ -57,7 +58,8 @@ class Segmenter(nn.Module):
 
 
 def inputs(pictures: np.ndarray, found: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 pictures and (N, H, W) bool rule-based silhouettes → (N, 4, H, W), centred on 0."""
+    """(N, H, W, 3) uint8 pictures and (N, H, W) bool rule-based silhouettes → (N, 4, H, W), centred on 0: the
+    same numbers as ``pokedex.segmenter.refine`` feeds the exported network."""
     rgb = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255
     return torch.cat([rgb, torch.from_numpy(found)[:, None].float()], 1) - 0.5
 
@@ -76,7 +78,7 @@ def composites(zip_path: str, split: str, count: int, seed: int) -> tuple[np.nda
             image.save(buffer, "JPEG", quality=quality, subsampling=subsampling)
             image = Image.open(buffer)
         rgb = image.convert("RGB")
-        pictures.append(np.asarray(rgb)), found.append(found_silhouette(image, rgb))
+        pictures.append(np.asarray(rgb)), found.append(found_silhouette(image, rgb, learned=False))
         truth.append(np.asarray(sprite)[..., 3] > 0)
     return np.stack(pictures), np.stack(found), np.stack(truth)
 
@@ -105,58 +107,52 @@ def train(data: tuple[np.ndarray, ...], args: argparse.Namespace) -> Segmenter:
     return net.eval()
 
 
-def score(net: Segmenter, args: argparse.Namespace) -> None:
-    """Top-1 of the default model on the suite's photo conditions: rule-based silhouette against the network's."""
-    suite = load_suite()
-    conditions = {c.name: c for c in suite.conditions}
-    predictor = load_predictor(args.model, threads=args.threads)
-    size = predictor.spec.image_size
-    members = spread_subset(read_index(args.zip).split("test"), args.test_images)
-    sprites, labels = load_sprites(args.zip, members), np.array([m.label for m in members])
-    print(f"| condition | rules | kept | lost | network | kept | lost | ({len(members)} test images)")
-    for name in PHOTO_CONDITIONS:
-        arrays: dict[str, list[np.ndarray]] = {"rules": [], "network": []}
-        errors = {k: np.zeros(2) for k in arrays}
-        sprite_pixels = 0
-        for member, sprite in zip(members, sprites, strict=True):
-            image = Image.open(io.BytesIO(conditions[name](sprite, condition_rng(suite.seed, name, member.path))))
-            rgb = image.convert("RGB")
-            rule, pixels = found_silhouette(image, rgb), np.array(rgb)  # a writable copy: torch warns on a view
-            with torch.no_grad():
-                learned = _keep_blobs(net(inputs(pixels[None], rule[None]))[0].numpy() > 0, share=0.05)  # as the rules
-            true = np.asarray(sprite)[..., 3] > 0
-            sprite_pixels += np.count_nonzero(true)
-            for key, mask in (("rules", rule), ("network", learned)):
-                errors[key] += (np.count_nonzero(mask & ~true), np.count_nonzero(true & ~mask))
-                arrays[key].append(with_alpha(rgb, mask, size))
-        cells = []
-        for key, batch in arrays.items():
-            top1 = Evaluation(predictor.predict_arrays(np.stack(batch)), labels).top_k(1)
-            kept, lost = errors[key] / sprite_pixels
-            cells += [f"{top1:.1%}", f"{kept:.1%}", f"{lost:.1%}"]
-        print(f"| `{name}` | " + " | ".join(cells) + " |", flush=True)
+def to_onnx(net: Segmenter) -> bytes:
+    """The network as ONNX, any picture size (the convolutions are padded: the output has the input's size)."""
+    buffer, axes = io.BytesIO(), {2: "height", 3: "width"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter deprecation chatter
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 4, 64, 64),),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {1: "height", 2: "width"}},
+        )
+    return buffer.getvalue()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="the ONNX file to write (pokedex/assets/segmenter.onnx ships)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--zip", default="data/pokemon.zip")
-    parser.add_argument("--model", default="models/model.onnx", help="the classifier to score with")
     parser.add_argument("--sprites", type=int, default=6000, help="train-split sprites to composite")
-    parser.add_argument("--steps", type=int, default=2500)
-    parser.add_argument("--crop", type=int, default=80, help="side of the training crops (px)")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--crop", type=int, default=96, help="side of the training crops (px)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--channels", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--test-images", type=int, default=1000)
-    parser.add_argument("--save", help="write the trained weights here (a torch state dict)")
+    parser.add_argument("--save", help="also write the weights here (a torch state dict)")
     args = parser.parse_args()
+    if Path(args.out).exists() and not args.force:
+        raise SystemExit(
+            f"{args.out} exists: pass --force to replace it (the shipped weights are part of the "
+            "preprocessing; see this script's docstring)"
+        )
+    if not Path(args.zip).is_file():
+        raise SystemExit(f"{args.zip} not found: the segmenter trains on its train split (make data builds it)")
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     net = train(composites(args.zip, "train", args.sprites, seed=1), args)
     if args.save:
         torch.save(net.state_dict(), args.save)
-    score(net, args)
+    data = to_onnx(net)
+    write_bytes_atomic(args.out, data)
+    print(f"wrote {args.out}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
 
 
 if __name__ == "__main__":
