@@ -108,3 +108,16 @@ def test_the_network_gives_the_same_silhouette_every_time_and_in_a_forked_worker
     assert np.array_equal(first, _foreground(data))
     with multiprocessing.get_context("fork").Pool(1) as pool:
         assert np.array_equal(first, pool.apply(_foreground, (data,)))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_labels_stay_in_the_mask_and_within_the_count(connectivity: int) -> None:
+    """cc3d 4.1.1 labels a few pixels outside the mask with 8-connectivity, and returns a count below its
+    largest label: a per-label array sized by it crashed the network's blob filter (``_overlapping``) in
+    training, and such a pixel would join a kept blob (``_keep_blobs``)."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        mask = rng.random(tuple(int(v) for v in rng.integers(5, 80, 2))) < rng.random()
+        labels, count = background._label(mask, connectivity)
+        assert labels.max(initial=0) == count and np.array_equal(labels > 0, mask)
+        assert background._overlapping(mask, mask).sum() == mask.sum()
