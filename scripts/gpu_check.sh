@@ -32,8 +32,14 @@ if [[ ! -f data/pokemon.zip ]]; then
   exit 2
 fi
 "$python" - "$device" <<'EOF' | tee "$out/environment.txt"
+import importlib.util
 import platform
 import sys
+
+needed = ("torch", "lightning", "timm", "torchmetrics", "hydra", "omegaconf", "cc3d", "onnxruntime")
+missing = [name for name in needed if importlib.util.find_spec(name) is None]
+if missing:  # before any GPU time is spent; onnxruntime runs preprocessing v8's segmentation of photos
+    sys.exit(f"gpu_check: missing Python packages {missing}: carry wheels of them in .whl/ (make gpu-wheels)")
 
 import torch
 
