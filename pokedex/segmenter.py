@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pokedex.onnx_session import onnx_session
+
 if TYPE_CHECKING:
     from onnxruntime import InferenceSession
 
@@ -31,11 +33,9 @@ _sessions: dict[int, InferenceSession] = {}  # per process: a forked DataLoader 
 
 
 def _session() -> InferenceSession:
-    """The network, loaded once per process (onnxruntime is imported here: only photos need it)."""
+    """The network, loaded once per process (onnxruntime is imported then: only photos need it)."""
     session = _sessions.get(os.getpid())
     if session is None:
-        import onnxruntime as ort
-
         resource = files("pokedex").joinpath(SEGMENTER_FILE)
         try:
             model = resource.read_bytes()
@@ -51,9 +51,7 @@ def _session() -> InferenceSession:
                 "version was made with: reinstall the package, or, for weights retrained by "
                 "scripts/train_segmenter.py, set SEGMENTER_SHA256 and bump PREPROCESS_VERSION"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1  # deterministic, and no thread pool to fork
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = onnx_session(model, threads=1)  # one thread: deterministic, and no thread pool to fork
         _sessions.clear()
         _sessions[os.getpid()] = session
     return session

@@ -153,8 +153,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="random orders per off-domain stream")
     args = parser.parse_args()
 
-    from pokedex.inference.onnx_backend import onnx_session
     from pokedex.inference.onnx_export import DriftOptions, export_onnx
+    from pokedex.onnx_session import onnx_session
 
     workdir = Path(tempfile.mkdtemp(prefix="pokedex-drift-"))
     ckpt, zip_path = prepare(args, workdir)

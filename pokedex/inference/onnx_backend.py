@@ -1,7 +1,6 @@
 """The ONNX Runtime backend (CPU): the model file plus its JSON sidecar written by ``pokedex.export``.
 
-``onnx_session`` is the one place an ONNX Runtime session is built (serving, evaluation, export parity checks
-and int8 comparisons all use it), so thread settings are decided once.
+Its sessions come from ``pokedex.onnx_session``, the one place an ONNX Runtime session is built.
 """
 
 from __future__ import annotations
@@ -14,23 +13,8 @@ import numpy as np
 
 from pokedex.inference.base import ONNX_EMBEDDINGS, ONNX_INPUT, ONNX_OUTPUT, Predictor, PredictorError, sidecar_path
 from pokedex.io import file_sha256
+from pokedex.onnx_session import onnx_session
 from pokedex.preprocess import PreprocessSpec
-
-
-def onnx_session(model: str | Path | bytes, *, threads: int | None = None) -> Any:
-    """An ``onnxruntime.InferenceSession`` on the CPU; ``threads`` sets intra-op threads (None: its default)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle worker threads spinning for work would steal the few cores from HTTP parsing and decoding.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_onnx(session: Any, batch: np.ndarray) -> np.ndarray:

@@ -31,10 +31,11 @@ import pokedex
 from pokedex.drift.reference import SIDECAR_KEY
 from pokedex.inference.base import ONNX_EMBEDDINGS, ONNX_INPUT, ONNX_OUTPUT, check_preprocess_version, sidecar_path
 from pokedex.inference.drift_reference import drift_reference, thumbs_path, write_thumbnails
-from pokedex.inference.onnx_backend import onnx_session, run_onnx, run_onnx_embeddings
+from pokedex.inference.onnx_backend import run_onnx, run_onnx_embeddings
 from pokedex.inference.quantize import quantize_with_report, quiet_loggers
 from pokedex.inference.torch_backend import ExportModel, ProbabilityModel, has_pre_logits, load_checkpoint
 from pokedex.io import file_sha256, write_bytes_atomic, write_json_atomic
+from pokedex.onnx_session import onnx_session
 
 log = logging.getLogger(__name__)
 

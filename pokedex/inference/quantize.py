@@ -14,7 +14,8 @@ import onnx
 
 from pokedex.data.archive import read_index
 from pokedex.inference.base import ONNX_INPUT
-from pokedex.inference.onnx_backend import onnx_session, run_onnx
+from pokedex.inference.onnx_backend import run_onnx
+from pokedex.onnx_session import onnx_session
 from pokedex.preprocess import bytes_to_array
 
 log = logging.getLogger(__name__)
