@@ -138,23 +138,19 @@ def _label(mask: np.ndarray, connectivity: Literal[4, 8]) -> tuple[np.ndarray, i
     return labels, int(labels.max(initial=0))
 
 
-def _keep_blobs(foreground: np.ndarray, share: float = 0.0) -> np.ndarray:
+def _keep_blobs(foreground: np.ndarray, share: float = 0.0, touching: np.ndarray | None = None) -> np.ndarray:
     """The blobs (8-connected) of at least ``SPECK_CELLS`` cells and ``share`` of the largest one: isolated specks
-    (palette dithering, compression noise, chance flat pairs in texture) are not content."""
-    labels, _ = _label(foreground, 8)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0  # label 0 = not in the mask
-    return (sizes >= max(SPECK_CELLS, share * sizes.max())).take(labels)
-
-
-def _overlapping(learned: np.ndarray, found: np.ndarray) -> np.ndarray:
-    """The blobs (8-connected) of ``learned`` that share a cell with ``found``: the learned segmentation moves
+    (palette dithering, compression noise, chance flat pairs in texture) are not content. With ``touching``
+    (bool, the rules' silhouette), only the blobs that share a cell with it count: the learned segmentation moves
     the rules' outline; it adds no content where they found none (a bright patch of photo can look like one)."""
-    labels, count = _label(learned, 8)
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[labels[found]] = True
-    keep[0] = False
-    return keep.take(labels)
+    labels, count = _label(foreground, 8)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    sizes[0] = 0  # label 0 = not in the mask
+    if touching is not None:
+        overlaps = np.zeros(count + 1, dtype=bool)
+        overlaps[labels[touching]] = True
+        sizes[~overlaps] = 0
+    return (sizes >= max(SPECK_CELLS, share * sizes.max())).take(labels)
 
 
 def _tolerance(planes: Sequence[np.ndarray], colour: tuple[int, int, int], lossy_tolerance: int) -> int:
@@ -369,7 +365,7 @@ def estimate_background(
         return BackgroundEstimate(None, factor, None, kind="smooth")  # busy at every scale: keep it whole
     foreground = _keep_blobs(~_smooth_background(edge, closes), share=0.05)
     if learned and factor == 1 and foreground.any():  # the network knows sprites at their own pixel scale
-        foreground = _keep_blobs(_overlapping(refine(averaged, foreground), foreground), share=0.05)
+        foreground = _keep_blobs(refine(averaged, foreground), share=0.05, touching=foreground)
     return BackgroundEstimate(foreground if foreground.any() else None, factor, None, kind="smooth")
 
 

@@ -113,11 +113,24 @@ def test_the_network_gives_the_same_silhouette_every_time_and_in_a_forked_worker
 @pytest.mark.parametrize("connectivity", [4, 8])
 def test_labels_stay_in_the_mask_and_within_the_count(connectivity: int) -> None:
     """cc3d 4.1.1 labels a few pixels outside the mask with 8-connectivity, and returns a count below its
-    largest label: a per-label array sized by it crashed the network's blob filter (``_overlapping``) in
-    training, and such a pixel would join a kept blob (``_keep_blobs``)."""
+    largest label: a per-label array sized by it crashed the network's blob filter (``_keep_blobs`` with
+    ``touching``) in training, and such a pixel would join a kept blob."""
     rng = np.random.default_rng(0)
     for _ in range(300):
         mask = rng.random(tuple(int(v) for v in rng.integers(5, 80, 2))) < rng.random()
         labels, count = background._label(mask, connectivity)
         assert labels.max(initial=0) == count and np.array_equal(labels > 0, mask)
-        assert background._overlapping(mask, mask).sum() == mask.sum()
+        assert np.array_equal(background._keep_blobs(mask, touching=mask), background._keep_blobs(mask))
+
+
+def test_the_blob_filter_keeps_only_blobs_that_touch_the_rules_silhouette() -> None:
+    """The network moves the rules' outline but adds no blob of its own; the share is of the largest blob kept."""
+    learned = np.zeros((20, 40), dtype=bool)
+    learned[2:12, 2:12] = True  # 100 cells, touches the rules' silhouette
+    learned[2:6, 20:24] = True  # 16 cells, touches it: 16% of the largest kept
+    learned[5:19, 26:40] = True  # 196 cells, the network's own: dropped, and not the share's reference
+    rules = np.zeros_like(learned)
+    rules[5, 5] = rules[3, 21] = True
+    kept = background._keep_blobs(learned, share=0.15, touching=rules)
+    assert np.array_equal(kept, learned & (np.arange(40) < 26))
+    assert not background._keep_blobs(learned, share=0.2, touching=rules)[2:6, 20:24].any()
