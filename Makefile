@@ -112,7 +112,7 @@ gpu-wheels: $(BASE_STAMP) ## wheels for scripts/gpu_check.sh on a GPU machine (h
 	@ls .whl
 
 .PHONY: segmenter
-segmenter: $(BASE_STAMP) ## retrain the learned segmentation of photos (~20 min on 2 cores; ARGS=--force to replace the shipped one)
+segmenter: $(BASE_STAMP) ## retrain the learned segmentation of photos (~43 min on 2 cores; ARGS=--force to replace the shipped one)
 	$(PY) scripts/train_segmenter.py --out pokedex/assets/segmenter.onnx $(ARGS)
 
 .PHONY: gpu-check

@@ -47,10 +47,11 @@ from pokedex.background import BACKGROUND_TOLERANCE, estimate_background, jpeg_t
 
 CHANNELS = "RGBA"
 DEFAULT_MAX_PIXELS = 4096 * 4096
-PREPROCESS_VERSION = 8  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
+PREPROCESS_VERSION = 9  # 1: fit (never upscale) + centre; 2: crop to content, background estimation, upscale;
 # 3: exact background colour for lossless pictures, textured backgrounds removed; 4: binary alpha; 5: smooth
 # (photo-like) backgrounds removed up to the content's outline; 6: holes ringed by the outline removed too;
-# 7: a JPEG's tolerance follows its quantisation, plus a halo ring; 8: a learned segmentation on smooth ones
+# 7: a JPEG's tolerance follows its quantisation, plus a halo ring; 8: a learned segmentation on smooth ones;
+# 9: that segmentation sees twice as far (a half-resolution branch)
 ALPHA_VISIBLE = 16  # alpha below this (~6%) is near-invisible noise: it never widens the content box
 
 BackgroundKind = Literal["alpha", "estimated", "texture", "smooth", "none"]

@@ -3,11 +3,13 @@ steps in colour, this network has seen sprites.
 
 Why: a photo saved as JPEG smears the sprite's outline into the background (4:2:0 colour subsampling), and every
 edge rule trades background kept for sprite lost (docs/robustness.md, "Where the suite still loses"). ``refine``
-reads the picture and the rules' silhouette and returns a better one. The network is five dilated 3×3
-convolutions (about 10k weights), trained by ``scripts/train_segmenter.py`` on train-split sprites only, shipped in
-the package as ONNX and run by ONNX Runtime on one thread: deterministic, and no torch (the serving image has
-none). The weights are part of the preprocessing: new ones change ``image_to_array``'s output, so they need a new
-``SEGMENTER_SHA256`` and a ``PREPROCESS_VERSION`` bump (the file is checked against the digest when loaded).
+reads the picture and the rules' silhouette and returns a better one. The network (33k weights) has two
+scales: 3×3 convolutions at full resolution for the outline, dilated ones at half resolution for the context (it
+sees about 70 px, most of a sprite: enough to tell a limb from a patch of photo). It is trained by
+``scripts/train_segmenter.py`` on train-split sprites only, shipped in the package as ONNX and run by ONNX
+Runtime on one thread: deterministic, and no torch (the serving image has none). The weights are part of the
+preprocessing: new ones change ``image_to_array``'s output, so they need a new ``SEGMENTER_SHA256`` and a
+``PREPROCESS_VERSION`` bump (the file is checked against the digest when loaded).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from onnxruntime import InferenceSession
 
 SEGMENTER_FILE = "assets/segmenter.onnx"  # inside the pokedex package
-SEGMENTER_SHA256 = "4b84fd3f1f94ee4f903985e6bd933b9f965475ed36a26ced93bf6f7fedbc2a1e"
+SEGMENTER_SHA256 = "d89f50205177ce3ce991820a6c56925224a0063c7292b697c331e2d92d26dc7d"
 INPUT_NAME, OUTPUT_NAME = "picture", "logits"  # (1, 4, H, W) float32 → (1, H, W) float32
 
 _sessions: dict[int, InferenceSession] = {}  # per process: a forked DataLoader worker builds its own

@@ -8,7 +8,7 @@ sprites knows better where the sprite ends. It reads the picture and the rules' 
 with ``learned=False``) and predicts the alpha. Train-split sprites only, on fresh photos, three quarters of them
 saved as JPEG; deterministic (seeded data, one torch seed), so a rerun gives the same weights.
 
-    python scripts/train_segmenter.py --out pokedex/assets/segmenter.onnx --force   # ~20 min on 2 cores
+    python scripts/train_segmenter.py --out pokedex/assets/segmenter.onnx --force   # ~43 min on 2 cores
 
 New weights change the preprocessing's output: put the printed sha256 in ``pokedex.segmenter.SEGMENTER_SHA256``,
 bump ``PREPROCESS_VERSION`` and retrain (``make repro``); score with ``segmentation_gap.py`` and the suite.
@@ -42,19 +42,27 @@ from segmentation_gap import found_silhouette
 
 
 class Segmenter(nn.Module):
-    """3×3 convolutions with growing dilation (receptive field 33 px with the default), then a 1×1 to a logit."""
+    """Two scales: 3×3 convolutions at full resolution see the outline, dilated ones at half resolution see
+    the context (receptive field about 70 px: most of a 128 px sprite); a 3×3 convolution joins the two. Four
+    inputs: RGB and the rules' silhouette."""
 
-    def __init__(self, channels: int = 16, dilations: tuple[int, ...] = (1, 2, 4, 8, 1)) -> None:
+    def __init__(self, channels: int = 16, coarse: int = 24, dilations: tuple[int, ...] = (1, 2, 4, 8)) -> None:
         super().__init__()
-        widths = [4, *[channels] * len(dilations)]  # 4 in: RGB and the rule-based silhouette
-        layers = zip(widths[:-1], widths[1:], dilations, strict=True)
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=d, dilation=d) for a, b, d in layers)
+        self.fine = nn.ModuleList([nn.Conv2d(4, channels, 3, padding=1), nn.Conv2d(channels, channels, 3, padding=1)])
+        self.down = nn.Conv2d(channels, coarse, 3, stride=2, padding=1)
+        self.context = nn.ModuleList(nn.Conv2d(coarse, coarse, 3, padding=d, dilation=d) for d in dilations)
+        self.join = nn.Conv2d(channels + coarse, channels, 3, padding=1)
         self.out = nn.Conv2d(channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv in self.convs:
+        height, width = x.shape[-2:]
+        for conv in self.fine:
             x = F.relu(conv(x))
-        return self.out(x)[:, 0]
+        context = F.relu(self.down(x))
+        for conv in self.context:
+            context = F.relu(conv(context))
+        context = F.interpolate(context, scale_factor=2.0, mode="nearest")[..., :height, :width]  # odd sizes too
+        return self.out(F.relu(self.join(torch.cat([x, context], 1))))[:, 0]
 
 
 def inputs(pictures: np.ndarray, found: np.ndarray) -> torch.Tensor:
@@ -85,7 +93,7 @@ def composites(zip_path: str, split: str, count: int, seed: int) -> tuple[np.nda
 
 def train(data: tuple[np.ndarray, ...], args: argparse.Namespace) -> Segmenter:
     pictures, found, truth = data
-    net = Segmenter(args.channels)
+    net = Segmenter(args.channels, args.coarse)
     optimizer = torch.optim.AdamW(net.parameters(), args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps)
     rng, size, start = np.random.default_rng(0), args.crop, time.perf_counter()
@@ -133,7 +141,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--crop", type=int, default=96, help="side of the training crops (px)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=16, help="full-resolution channels")
+    parser.add_argument("--coarse", type=int, default=24, help="half-resolution channels")
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--save", help="also write the weights here (a torch state dict)")

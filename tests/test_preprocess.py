@@ -122,7 +122,7 @@ def test_normalize_matches_spec_for_uint8_and_unit_float() -> None:
 def test_spec_round_trips_and_validates() -> None:
     spec = PreprocessSpec(image_size=64, mean=(0.1, 0.2, 0.3, 0.4))
     assert PreprocessSpec.from_dict(spec.to_dict()) == spec
-    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 8
+    assert spec.to_dict()["preprocess_version"] == PREPROCESS_VERSION == 9
     legacy = {k: v for k, v in spec.to_dict().items() if k != "preprocess_version"}
     assert PreprocessSpec.from_dict(legacy).preprocess_version == 1  # written before versioning
     with pytest.raises(ValueError, match="one value per RGBA channel"):

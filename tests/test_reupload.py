@@ -92,17 +92,21 @@ def test_a_thumbnail_reupload_is_what_serving_computes_for_a_blown_up_thumbnail(
 
 def test_a_photo_reupload_is_what_serving_computes_for_that_upload() -> None:
     """The sprite somewhere on an out-of-focus photo larger than itself (``reencode.on_photo``, the suite's
-    busy_photo): the preprocessing removes the photo and finds the sprite again."""
+    busy_photo): the preprocessing removes the photo and finds the sprite again. Eight seeds: the typical one
+    is judged, and the worst loosely (on this drawn disc, v9's learned segmentation leaves a patch of photo
+    beside the outline in one of the eight, IoU 0.72; v8's worst was 0.93, and its median 0.97 to v9's 0.98)."""
     sprite = outlined_sprite()
-    out = Reupload(p=1.0, backgrounds={"photo": 1.0}, jpeg_p=0.0, photo_canvas=(1.5, 1.5))(
-        sprite, np.random.default_rng(0)
-    )
-    rng = np.random.default_rng(0)
-    rng.choice(1, p=[1.0])  # the background draw
-    canvas = rng.uniform(1.5, 1.5)
+    reupload = Reupload(p=1.0, backgrounds={"photo": 1.0}, jpeg_p=0.0, photo_canvas=(1.5, 1.5))
     rgba = Image.fromarray(sprite.transpose(1, 2, 0), mode="RGBA")
-    assert np.array_equal(out, bytes_to_array(encode(on_photo(rgba, canvas, rng)), SIZE))
-    assert alpha_iou(out, sprite) > 0.9
+    overlaps = []
+    for seed in range(8):
+        out = reupload(sprite, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        rng.choice(1, p=[1.0])  # the background draw
+        canvas = rng.uniform(1.5, 1.5)
+        assert np.array_equal(out, bytes_to_array(encode(on_photo(rgba, canvas, rng)), SIZE))
+        overlaps.append(alpha_iou(out, sprite))
+    assert np.median(overlaps) > 0.95 and min(overlaps) > 0.65, overlaps
 
 
 def test_a_p_share_of_the_batch_is_reuploaded_reproducibly() -> None:
