@@ -59,13 +59,20 @@ def _session() -> InferenceSession:
     return session
 
 
+def network_input(planes: Sequence[np.ndarray], found: np.ndarray) -> np.ndarray:
+    """The network's (4, H, W) float32 input for a picture's R, G, B ``planes`` (uint8) and the rules' silhouette
+    ``found`` (bool), each centred on 0. ``scripts/train_segmenter.py`` builds its batches with it too, so the
+    network sees in use exactly the numbers it was trained on."""
+    height, width = found.shape
+    x = np.empty((4, height, width), np.float32)
+    for channel, plane in zip(x[:3], planes, strict=True):
+        np.subtract(plane / np.float32(255), np.float32(0.5), out=channel)
+    np.subtract(found, np.float32(0.5), out=x[3], dtype=np.float32)
+    return x
+
+
 def refine(planes: Sequence[np.ndarray], found: np.ndarray) -> np.ndarray:
     """The sprite's silhouette (bool, True = content) in a picture's R, G, B ``planes`` (uint8, one resolution)
     given the rules' silhouette ``found`` there: the network's logit above 0."""
-    height, width = found.shape
-    x = np.empty((1, 4, height, width), np.float32)
-    for channel, plane in zip(x[0, :3], planes, strict=True):
-        np.subtract(plane / np.float32(255), np.float32(0.5), out=channel)  # as the training script's ``inputs``
-    np.subtract(found, np.float32(0.5), out=x[0, 3], dtype=np.float32)
-    (logits,) = _session().run([OUTPUT_NAME], {INPUT_NAME: x})
+    (logits,) = _session().run([OUTPUT_NAME], {INPUT_NAME: network_input(planes, found)[None]})
     return logits[0] > 0

@@ -38,7 +38,7 @@ import sys
 
 needed = ("torch", "lightning", "timm", "torchmetrics", "hydra", "omegaconf", "cc3d", "onnxruntime")
 missing = [name for name in needed if importlib.util.find_spec(name) is None]
-if missing:  # before any GPU time is spent; onnxruntime runs preprocessing v8's segmentation of photos
+if missing:  # before any GPU time is spent; onnxruntime runs the preprocessing's segmentation of photos (since v8)
     sys.exit(f"gpu_check: missing Python packages {missing}: carry wheels of them in .whl/ (make gpu-wheels)")
 
 import torch

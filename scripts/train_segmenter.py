@@ -34,7 +34,7 @@ from pokedex import reencode
 from pokedex.data.archive import read_index
 from pokedex.evaluation.suite import load_sprites, spread_subset
 from pokedex.io import write_bytes_atomic
-from pokedex.segmenter import INPUT_NAME, OUTPUT_NAME
+from pokedex.segmenter import INPUT_NAME, OUTPUT_NAME, network_input
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -66,10 +66,10 @@ class Segmenter(nn.Module):
 
 
 def inputs(pictures: np.ndarray, found: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 pictures and (N, H, W) bool rule-based silhouettes → (N, 4, H, W), centred on 0: the
-    same numbers as ``pokedex.segmenter.refine`` feeds the exported network."""
-    rgb = torch.from_numpy(pictures).permute(0, 3, 1, 2).float() / 255
-    return torch.cat([rgb, torch.from_numpy(found)[:, None].float()], 1) - 0.5
+    """(N, H, W, 3) uint8 pictures and (N, H, W) bool rule-based silhouettes → (N, 4, H, W): the package's own
+    ``network_input`` per picture, so training and use cannot drift apart."""
+    batch = [network_input(np.moveaxis(p, -1, 0), f) for p, f in zip(pictures, found, strict=True)]
+    return torch.from_numpy(np.stack(batch))
 
 
 def composites(zip_path: str, split: str, count: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
